@@ -1,0 +1,189 @@
+"""``PlaintextSum``: the INSECURE reference scheme.
+
+The server sees every client's vector in the clear. It exists as a drop-in
+baseline for benchmarks and tests: it speaks the same roles, phases and
+message machinery as the secure schemes, so any difference in cost or result
+is the price of the protection. Never use it for real data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+
+import numpy as np
+
+from secagg.errors import (
+    DecodeError,
+    InconsistentViewError,
+    InsufficientParticipantsError,
+    ParameterError,
+    UnexpectedPhaseError,
+)
+from secagg.protocol import (
+    SERVER,
+    Aggregate,
+    AggregationServer,
+    ClientRole,
+    PartyId,
+    RoundSession,
+    Scheme,
+    check_vector,
+)
+from secagg.rand import Csprng
+from secagg.schemes import AggregationConfig
+from secagg.wire import Message, register
+
+
+@register(0x0101)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PlainUpdate(Message):
+    """A client's update, in the clear (float64)."""
+
+    vector: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.vector.ndim != 1 or self.vector.dtype != np.float64:
+            raise DecodeError("PlainUpdate.vector must be a 1-D float64 array")
+
+
+class ClientPhase(enum.Enum):
+    READY = enum.auto()
+    SENT = enum.auto()
+
+
+class ServerPhase(enum.Enum):
+    COLLECT = enum.auto()
+    DONE = enum.auto()
+
+
+class PlainClient(ClientRole):
+    TRANSITIONS: dict[enum.Enum, tuple[type[Message], ...]] = {
+        ClientPhase.READY: (),
+        ClientPhase.SENT: (),
+    }
+
+    def __init__(self, party: PartyId, session: bytes, round_index: int, dim: int) -> None:
+        super().__init__(party, ClientPhase.READY)
+        self._session = session
+        self._round = round_index
+        self._dim = dim
+
+    def protect(self, vector: np.ndarray) -> list[Message]:
+        if self.phase is not ClientPhase.READY:
+            raise UnexpectedPhaseError(f"{self.party} must protect once per round")
+        values = check_vector(vector, self._dim)
+        self.phase = ClientPhase.SENT
+        return [
+            PlainUpdate(
+                session=self._session,
+                round=self._round,
+                sender=self.party,
+                recipient=SERVER,
+                vector=values.copy(),
+            )
+        ]
+
+    def handle(self, msg: Message) -> list[Message]:
+        self.expect(msg)  # the reference client accepts nothing: always raises
+        return []
+
+
+class PlainServer(AggregationServer):
+    TRANSITIONS: dict[enum.Enum, tuple[type[Message], ...]] = {
+        ServerPhase.COLLECT: (PlainUpdate,),
+        ServerPhase.DONE: (),
+    }
+
+    def __init__(
+        self,
+        session: bytes,
+        round_index: int,
+        cohort: Sequence[PartyId],
+        dim: int,
+        min_clients: int,
+    ) -> None:
+        super().__init__(SERVER, ServerPhase.COLLECT)
+        self._session = session
+        self._round = round_index
+        self._cohort = tuple(cohort)
+        self._dim = dim
+        self._min_clients = min_clients
+        self._received: dict[PartyId, np.ndarray] = {}
+        self._result: Aggregate | None = None
+
+    def start(self) -> list[Message]:
+        return []
+
+    def handle(self, msg: Message) -> list[Message]:
+        self.expect(msg)
+        if not isinstance(msg, PlainUpdate):  # narrowed by expect(); keeps mypy honest
+            return []
+        if msg.session != self._session or msg.round != self._round:
+            raise InconsistentViewError(f"update from {msg.sender} belongs to another round")
+        if msg.sender not in self._cohort:
+            raise InconsistentViewError(f"sender must be in the round's cohort; got {msg.sender}")
+        if msg.sender in self._received:
+            raise InconsistentViewError(f"{msg.sender} must submit once; got a duplicate")
+        if msg.vector.shape != (self._dim,):
+            raise DecodeError(f"update length must be {self._dim}; got {msg.vector.shape[0]}")
+        self._received[msg.sender] = msg.vector
+        return []
+
+    def advance(self) -> list[Message]:
+        if self.phase is not ServerPhase.COLLECT:
+            raise UnexpectedPhaseError(f"server in phase {self.phase.name} has no deadline")
+        self.phase = ServerPhase.DONE
+        if len(self._received) < self._min_clients:
+            raise InsufficientParticipantsError(
+                f"contributors must be at least {self._min_clients}; got {len(self._received)}"
+            )
+        contributors = tuple(p for p in self._cohort if p in self._received)
+        total = np.zeros(self._dim, dtype=np.float64)
+        for party in contributors:
+            total += self._received[party]
+        dropped = tuple(p for p in self._cohort if p not in self._received)
+        self._result = Aggregate(total, contributors, dropped, 0.0)
+        return []
+
+    @property
+    def done(self) -> bool:
+        return self.phase is ServerPhase.DONE
+
+    def finalize(self) -> Aggregate:
+        if self._result is None:
+            raise UnexpectedPhaseError("the round has not produced an aggregate")
+        return self._result
+
+
+class PlaintextSum(Scheme):
+    """INSECURE reference: the server sums plaintext updates. Baseline only."""
+
+    name = "plain"
+    insecure = True
+
+    def __init__(self, *, min_clients: int = 1) -> None:
+        if min_clients < 1:
+            raise ParameterError(f"min_clients must be ≥ 1; got {min_clients}")
+        self.min_clients = min_clients
+
+    @classmethod
+    def from_config(cls, config: AggregationConfig) -> PlaintextSum:
+        return cls(min_clients=1)
+
+    def open_round(
+        self, round_index: int, cohort: Sequence[PartyId], dim: int, *, rng: Csprng
+    ) -> RoundSession:
+        if dim < 1:
+            raise ParameterError(f"dim must be ≥ 1; got {dim}")
+        if len(set(cohort)) != len(cohort) or SERVER in cohort:
+            raise ParameterError("cohort must be distinct client ids")
+        session = rng.random_bytes(16)
+        server = PlainServer(session, round_index, cohort, dim, self.min_clients)
+        clients: dict[PartyId, ClientRole] = {
+            p: PlainClient(p, session, round_index, dim) for p in cohort
+        }
+        return RoundSession(
+            coordinator=server, participants=dict(clients), clients=clients, phases=1
+        )
