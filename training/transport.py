@@ -32,6 +32,19 @@ def role_kind(party: PartyId) -> str:
 
 
 @dataclasses.dataclass
+class PhaseStats:
+    """One deadline window, named after the coordinator's phase while it was open."""
+
+    name: str
+    seconds: dict[str, float] = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(float)
+    )
+    bytes_sent: dict[str, int] = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(int)
+    )
+
+
+@dataclasses.dataclass
 class TrafficReport:
     """What one session cost: bytes on the wire and CPU seconds, per party."""
 
@@ -44,6 +57,7 @@ class TrafficReport:
     seconds: dict[PartyId, float] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(float)
     )
+    windows: list[PhaseStats] = dataclasses.field(default_factory=list)
     messages: int = 0
     phases: int = 0
     silenced: tuple[PartyId, ...] = ()
@@ -92,6 +106,7 @@ class InProcessTransport:
 
         queue: collections.deque[Message] = collections.deque()
         coordinator = session.coordinator
+        report.windows.append(PhaseStats(coordinator.phase.name))
         queue.extend(self._timed(report, coordinator.party, coordinator.start))
         if isinstance(session, RoundSession):
             for party, vector in inputs.items():
@@ -110,6 +125,7 @@ class InProcessTransport:
             phase += 1
             if phase > MAX_PHASES:
                 raise ProtocolAbort(f"session must finish within {MAX_PHASES} phases")
+            report.windows.append(PhaseStats(coordinator.phase.name))
             queue.extend(self._timed(report, coordinator.party, coordinator.advance))
         report.phases = phase
         report.silenced = tuple(sorted(p for p in silence_at if not alive(p)))
@@ -128,6 +144,7 @@ class InProcessTransport:
         frame = encode(msg)
         report.bytes_sent[msg.sender] += len(frame)
         report.bytes_received[msg.recipient] += len(frame)
+        report.windows[-1].bytes_sent[role_kind(msg.sender)] += len(frame)
         report.messages += 1
         received = decode(frame, max_size=self.max_message_bytes)
         role = session.role(msg.recipient)
@@ -137,5 +154,7 @@ class InProcessTransport:
     def _timed(report: TrafficReport, party: PartyId, step: object) -> list[Message]:
         start = time.perf_counter()
         out = step()  # type: ignore[operator]
-        report.seconds[party] += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        report.seconds[party] += elapsed
+        report.windows[-1].seconds[role_kind(party)] += elapsed
         return list(out)
