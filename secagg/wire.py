@@ -235,6 +235,9 @@ def register(type_id: int, version: int = 1) -> Callable[[M], M]:
         _CODECS[cls] = [(f.name, _codec_for(hints[f.name])) for f in dataclasses.fields(cls)]
         cls.TYPE_ID = type_id
         cls.VERSION = version
+        # @dataclass regenerates __repr__ on every subclass, which would print
+        # payloads (shares, ciphertexts, plaintext vectors): force the safe one.
+        cls.__repr__ = Message.__repr__  # type: ignore[method-assign]
         _REGISTRY[key] = cls
         return cls
 
