@@ -26,6 +26,7 @@ from typing import Any
 
 import dp_accounting
 from dp_accounting import dp_event
+from dp_accounting.dp_event import DpEvent
 from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
@@ -51,7 +52,6 @@ __all__ = [
     "sgd_event",
 ]
 
-DpEvent = dp_event.DpEvent
 
 PLD_DISCRETIZATION = 3e-3
 ACCOUNTANT = f"dp_accounting.pld (pessimistic, discretization {PLD_DISCRETIZATION:g})"
