@@ -1,0 +1,25 @@
+"""Pairwise-mask secure aggregation (SecAgg, Bonawitz et al. CCS 2017) with the sparse
+k-regular graph of SecAgg+ (Bell et al. CCS 2020), registered as scheme ``masking``.
+
+Public face: :class:`PairwiseMasking` (a :class:`~secagg.protocol.Scheme`),
+:class:`FixedPointEncoding`, :class:`MaskingGraph`, and the roles
+:class:`MaskingClient` / :class:`MaskingServer`.
+"""
+
+from secagg.masking.client import ClientPhase, MaskingClient
+from secagg.masking.encoding import FixedPointEncoding
+from secagg.masking.graph import MaskingGraph, default_degree
+from secagg.masking.scheme import IdentityRegistry, PairwiseMasking
+from secagg.masking.server import MaskingServer, ServerPhase
+
+__all__ = [
+    "ClientPhase",
+    "FixedPointEncoding",
+    "IdentityRegistry",
+    "MaskingClient",
+    "MaskingGraph",
+    "MaskingServer",
+    "PairwiseMasking",
+    "ServerPhase",
+    "default_degree",
+]
