@@ -1,0 +1,1 @@
+"""Privacy audit: budget report, guarantee statement and the one-run canary audit."""

@@ -1,0 +1,386 @@
+"""The canary experiment behind the one-run audit: train once, score every canary.
+
+Canary design — isolated-coordinate input canaries, observed white-box.
+Canary ``i`` is a real training example whose features are zero except one
+extra input coordinate ``d + i`` (``d`` = the base data's width) set to
+:data:`CANARY_SCALE`, with a label drawn uniformly at random. No other example
+is non-zero in that coordinate, so the column ``d + i`` of the first linear
+layer receives exactly two things per step: canary ``i``'s clipped per-example
+gradient (only when it is in the dataset *and* Poisson-sampled) and the DP
+noise. The canaries therefore go through the production code path end to end
+(:func:`privacy.dpsgd.train_dp_sgd`: Poisson sampling, Opacus per-example
+clipping, CSPRNG noise, the optimizer step) while their effect is as cleanly
+separable as a gradient-space ("Dirac") canary's.
+
+Why not plain input-space canaries scored on the final model: their signal is
+diluted by other examples and by the ±√(Tq) spread of how often a canary is
+sampled, which is the mechanism's own randomness; at ε ≈ 2 such a score barely
+separates even with 5× too little noise. Observing every intermediate model —
+the threat model under which DP-SGD's ε is stated (all iterates released) — lets
+the auditor test every step separately. For each step the auditor computes, on
+the model it observed, canary ``i``'s clipped gradient ``g`` restricted to its
+column (exact per-example norms for Linear layers), projects the column's
+change onto it, and adds the log-likelihood ratio of "sampled with
+probability q" vs "absent" under the *claimed* noise σ:
+
+    LLR_t = log(1 − q + q · exp((x·|g| − |g|²/2) / (σC)²)).
+
+The canary's score is the sum over steps. Any score is valid for the one-run
+bound; this one is the Neyman–Pearson statistic for the claimed mechanism, so
+the bound sits close to the claimed ε when the claim is right and far above it
+when the noise is smaller than claimed.
+
+Security: the experiment trains on synthetic canaries (plus an optional base
+dataset the caller already holds); inclusion bits and labels come from the
+caller's CSPRNG and are returned to the caller, never logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from privacy import accounting
+from privacy.dpsgd import DPSGDParams, train_dp_sgd
+from privacy.errors import PrivacyParameterError
+from privacy.noise import ByteSource, SecureGaussian, check_byte_source
+
+CANARY_SCALE = 4.0  # canary coordinate value: most of its gradient norm lands in its column
+DEFAULT_CANARIES = 1000
+MAX_AUDIT_STEPS = 2000  # keeps one audit under about a minute on 2 cores
+
+ModelFactory = Callable[[int, int], nn.Module]
+
+
+@dataclasses.dataclass(frozen=True)
+class CanaryConfig:
+    """The audited DP-SGD mechanism and the experiment around it.
+
+    ``noise_multiplier`` is the *claimed* σ (what the ledger recorded, what ε is
+    computed from). ``actual_noise_multiplier`` exists only to test the auditor
+    (e.g. a 5× noise bug): it is a parameter of this experiment, never of the
+    production training path. ``None`` means "train with the claimed σ".
+    """
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    lr: float
+    delta: float
+    canaries: int = DEFAULT_CANARIES
+    actual_noise_multiplier: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("noise_multiplier", "max_grad_norm", "lr"):
+            _positive(name, getattr(self, name))
+        if not (0 < self.sample_rate <= 1):
+            raise PrivacyParameterError(f"sample_rate must be in (0, 1]; got {self.sample_rate}")
+        if not (0 < self.delta < 1):
+            raise PrivacyParameterError(f"delta must be in (0, 1); got {self.delta}")
+        _count("steps", self.steps, 1, MAX_AUDIT_STEPS)
+        _count("canaries", self.canaries, 2, 100_000)
+        if self.actual_noise_multiplier is not None:
+            if not (
+                math.isfinite(self.actual_noise_multiplier) and self.actual_noise_multiplier >= 0
+            ):
+                raise PrivacyParameterError(
+                    "actual_noise_multiplier must be finite and non-negative; "
+                    f"got {self.actual_noise_multiplier}"
+                )
+
+    @property
+    def trained_noise_multiplier(self) -> float:
+        if self.actual_noise_multiplier is None:
+            return self.noise_multiplier
+        return self.actual_noise_multiplier
+
+    def theoretical_epsilon(self) -> float:
+        """ε the accountant of record claims for this mechanism (claimed σ)."""
+        return accounting.epsilon(
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            steps=self.steps,
+            delta=self.delta,
+        )
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class CanaryResult:
+    """Per-canary scores and inclusion bits of one audited training run."""
+
+    scores: np.ndarray  # float64 (m,)
+    included: np.ndarray  # bool (m,)
+    theoretical_epsilon: float
+    config: CanaryConfig
+    seconds: float
+    empty_batches: int
+
+    def __repr__(self) -> str:  # the bits are the audit's secret until scored
+        return (
+            f"CanaryResult(canaries={self.scores.size}, steps={self.config.steps}, "
+            f"theoretical_epsilon={self.theoretical_epsilon:.3f}, seconds={self.seconds:.1f})"
+        )
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PrivacyParameterError(f"{name} must be a positive number; got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise PrivacyParameterError(f"{name} must be a positive finite number; got {value}")
+
+
+def _count(name: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise PrivacyParameterError(f"{name} must be an integer in [{low}, {high}]; got {value!r}")
+
+
+# ----------------------------------------------------------------- CSPRNG draws
+
+
+def inclusion_bits(source: ByteSource, m: int) -> np.ndarray:
+    """``m`` independent fair coins (one CSPRNG bit each)."""
+    raw = np.frombuffer(source.random_bytes((m + 7) // 8), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:m].astype(bool)
+
+
+def uniform_labels(source: ByteSource, m: int, num_classes: int) -> np.ndarray:
+    """``m`` unbiased labels in ``[0, num_classes)`` by rejection sampling of 32-bit words."""
+    limit = (2**32 // num_classes) * num_classes
+    out = np.empty(0, dtype=np.int64)
+    while out.size < m:
+        words = np.frombuffer(source.random_bytes(4 * (m + 8)), dtype="<u4").astype(np.int64)
+        out = np.concatenate([out, words[words < limit] % num_classes])
+    return out[:m]
+
+
+def _torch_generator(source: ByteSource) -> torch.Generator:
+    """A generator for the instrument model's initial weights (not DP noise)."""
+    seed = int.from_bytes(source.random_bytes(8), "little") >> 1
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------- the model
+
+
+def logistic_regression(in_features: int, num_classes: int) -> nn.Module:
+    """The default instrument: multinomial logistic regression."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
+
+
+def _init_linear(model: nn.Module, generator: torch.Generator) -> None:
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            bound = 1.0 / math.sqrt(layer.in_features)
+            with torch.no_grad():
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                if layer.bias is not None:
+                    layer.bias.uniform_(-bound, bound, generator=generator)
+
+
+def _check_instrument(model: nn.Module, width: int) -> list[nn.Linear]:
+    """The model's Linear layers; the first must read the padded input of ``width``.
+
+    Exact per-example gradient norms (needed for the clipped canary gradient)
+    are computed for Linear layers only, so every parameter must belong to one.
+    """
+    linears = [mod for mod in model.modules() if isinstance(mod, nn.Linear)]
+    if not linears or linears[0].in_features != width:
+        raise PrivacyParameterError(
+            f"audit model's first layer must be nn.Linear with {width} inputs; "
+            f"got {linears[0].in_features if linears else 'no Linear layer'}"
+        )
+    owned = {id(p) for layer in linears for p in layer.parameters(recurse=False)}
+    foreign = [n for n, p in model.named_parameters() if id(p) not in owned]
+    if foreign:
+        raise PrivacyParameterError(
+            f"audit model must have parameters only in nn.Linear layers; got {foreign[:3]}"
+        )
+    return linears
+
+
+# ----------------------------------------------------------------- per-step scoring
+
+
+@dataclasses.dataclass
+class _Probe:
+    """Per-canary gradient facts at the current model: direction, clipped column norm."""
+
+    direction: torch.Tensor  # (m, h): unit vectors; column descent moves along −direction
+    signal: torch.Tensor  # (m,): norm of the clipped gradient restricted to the column
+
+
+def _probe(
+    model: nn.Module,
+    linears: list[nn.Linear],
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    clip: float,
+) -> _Probe:
+    """Exact per-canary clipped gradients on the canary column (Linear-layer norm trick).
+
+    For a Linear layer the per-example weight gradient is the outer product of
+    the output gradient δ and the input a, so its norm is |δ|·|a| (+|δ| for the
+    bias): summing over layers gives each canary's full gradient norm, hence
+    Opacus's clipping factor min(1, C/|g|).
+    """
+    seen: list[tuple[torch.Tensor, torch.Tensor, bool]] = []
+
+    def hook(layer: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        seen.append((args[0].detach(), out, getattr(layer, "bias", None) is not None))
+
+    handles = [layer.register_forward_hook(hook) for layer in linears]
+    try:
+        loss = nn.functional.cross_entropy(model(inputs), labels, reduction="sum")
+        deltas = torch.autograd.grad(loss, [out for _, out, _ in seen])
+    finally:
+        for handle in handles:
+            handle.remove()
+    norm_sq = torch.zeros(inputs.shape[0], dtype=torch.float64)
+    for (a, _, has_bias), d in zip(seen, deltas, strict=True):
+        a2 = a.reshape(a.shape[0], -1).double().pow(2).sum(1)
+        d2 = d.reshape(d.shape[0], -1).double().pow(2).sum(1)
+        norm_sq += d2 * (a2 + (1.0 if has_bias else 0.0))
+    first = deltas[0].reshape(inputs.shape[0], -1).double()  # δ of layer 1: column grad / scale
+    column_norm = first.norm(dim=1) * CANARY_SCALE
+    clip_factor = torch.clamp(clip / (norm_sq.sqrt() + 1e-6), max=1.0)
+    direction = first / first.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    return _Probe(direction, column_norm * clip_factor)
+
+
+def _step_llr(x: torch.Tensor, signal: torch.Tensor, *, q: float, noise_std: float) -> torch.Tensor:
+    """log-likelihood ratio of "present with prob. q" vs "absent" for one step."""
+    z = (x * signal - signal.pow(2) / 2) / noise_std**2
+    if q >= 1.0:
+        return z
+    return torch.logaddexp(torch.full_like(z, math.log1p(-q)), z + math.log(q))
+
+
+# ----------------------------------------------------------------- the experiment
+
+
+def _training_set(
+    base_x: torch.Tensor, base_y: torch.Tensor, labels: np.ndarray, included: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Base rows zero-padded by m columns, plus the included canaries; and all canary inputs."""
+    n, d = base_x.shape
+    m = labels.size
+    canary_x = torch.zeros(m, d + m, dtype=torch.float32)
+    canary_x[torch.arange(m), d + torch.arange(m)] = CANARY_SCALE
+    canary_y = torch.from_numpy(labels)
+    padded = torch.cat([base_x, torch.zeros(n, m, dtype=torch.float32)], dim=1)
+    keep = torch.from_numpy(included)
+    features = torch.cat([padded, canary_x[keep]], dim=0)
+    targets = torch.cat([base_y, canary_y[keep]], dim=0)
+    return features, targets, canary_x, canary_y
+
+
+def run_canary_experiment(
+    base_features: torch.Tensor | np.ndarray,
+    base_labels: torch.Tensor | np.ndarray,
+    *,
+    config: CanaryConfig,
+    num_classes: int,
+    rng: ByteSource,
+    noise: SecureGaussian | None = None,
+    model_factory: ModelFactory | None = None,
+) -> CanaryResult:
+    """Insert m canaries (each with probability 1/2), train with DP-SGD, score each.
+
+    Args:
+        base_features, base_labels: ordinary training data the canaries hide in
+            (may be empty); features are flattened to ``(n, d)``.
+        config: the audited mechanism (claimed σ, q, steps, clip, lr, δ).
+        num_classes: label range of the model.
+        rng: CSPRNG for inclusion bits, canary labels, Poisson sampling and the
+            instrument's initial weights.
+        noise: the DP noise source; default a :class:`SecureGaussian` on the OS CSPRNG.
+        model_factory: ``(in_features, num_classes) -> nn.Module`` built only of
+            Linear layers and parameter-free activations; default logistic regression.
+
+    Security: inclusion bits are the audit's ground truth; they are returned
+    to the caller and never logged.
+    """
+    source = check_byte_source("rng", rng)
+    noise = noise if noise is not None else SecureGaussian()
+    bx = torch.as_tensor(np.asarray(base_features), dtype=torch.float32)
+    by = torch.as_tensor(np.asarray(base_labels), dtype=torch.int64)
+    bx = bx.reshape(bx.shape[0], -1) if bx.ndim > 1 else bx.reshape(0, 0)
+    if by.ndim != 1 or by.shape[0] != bx.shape[0]:
+        raise PrivacyParameterError(
+            f"base labels must be 1-D with one label per row; got {tuple(by.shape)} for "
+            f"{bx.shape[0]} rows"
+        )
+    _count("num_classes", num_classes, 2, 1_000_000)
+    if by.numel() and (int(by.min()) < 0 or int(by.max()) >= num_classes):
+        raise PrivacyParameterError(f"base labels must be in [0, {num_classes})")
+
+    m = config.canaries
+    started = time.perf_counter()
+    included = inclusion_bits(source, m)
+    labels = uniform_labels(source, m, num_classes)
+    features, targets, canary_x, canary_y = _training_set(bx, by, labels, included)
+    width = features.shape[1]
+    model = (model_factory or logistic_regression)(width, num_classes)
+    linears = _check_instrument(model, width)
+    _init_linear(model, _torch_generator(source))
+    # Public normalizer: q × the *expected* dataset size (base + m/2), not the
+    # realized count, so the update scale carries no information about the bits.
+    normalizer = config.sample_rate * (bx.shape[0] + m / 2)
+    scores, empty = _observe_training(
+        model, linears, features, targets, canary_x, canary_y, config, noise, source, normalizer
+    )
+    return CanaryResult(
+        scores=scores,
+        included=included,
+        theoretical_epsilon=config.theoretical_epsilon(),
+        config=config,
+        seconds=time.perf_counter() - started,
+        empty_batches=empty,
+    )
+
+
+def _observe_training(
+    model: nn.Module,
+    linears: list[nn.Linear],
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    canary_x: torch.Tensor,
+    canary_y: torch.Tensor,
+    config: CanaryConfig,
+    noise: SecureGaussian,
+    source: ByteSource,
+    normalizer: float,
+) -> tuple[np.ndarray, int]:
+    """Run ``config.steps`` DP-SGD steps one at a time; score every canary per step."""
+    d = features.shape[1] - canary_x.shape[0]
+    column = linears[0].weight  # (h, d + m): canary i owns column d + i
+    params = DPSGDParams(
+        noise_multiplier=config.trained_noise_multiplier,
+        max_grad_norm=config.max_grad_norm,
+        sample_rate=config.sample_rate,
+        steps=1,
+        expected_batch_size=normalizer,
+    )
+    # The canary column moves by lr / normalizer per unit of (clipped gradient + noise).
+    scale = config.lr / normalizer
+    noise_std = config.noise_multiplier * config.max_grad_norm  # the *claimed* noise
+    scores = torch.zeros(canary_x.shape[0], dtype=torch.float64)
+    empty = 0
+    for _ in range(config.steps):
+        probe = _probe(model, linears, canary_x, canary_y, config.max_grad_norm)
+        before = column.detach()[:, d:].double().clone()
+        stats = train_dp_sgd(
+            model, features, targets, params=params, lr=config.lr, noise=noise, sampler=source
+        )
+        empty += stats.empty_batches
+        moved = (before - column.detach()[:, d:].double()).T / scale  # (m, h), descent sign
+        x = (moved * probe.direction).sum(dim=1)
+        scores += _step_llr(x, probe.signal, q=config.sample_rate, noise_std=noise_std)
+    return scores.numpy(), empty
