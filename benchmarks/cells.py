@@ -184,13 +184,16 @@ def build_scheme(var: Variant, clients: int) -> Scheme:
 def drop_phase(var: Variant, session: RoundSession) -> int:
     """The phase window from which dropped clients fall silent.
 
-    Masking: after the key exchange and share distribution, before the masked
-    input (``phases - 2``) — the case where the server must rebuild the dropped
-    clients' pairwise masks, i.e. its most expensive dropout. Others: the last
-    client phase (for one-shot schemes: they never upload).
+    Masking: the window in which clients send their masked input (the server
+    phase named ``MASKED_INPUT``), i.e. after the key exchange and share
+    distribution — the case where the server must rebuild the dropped clients'
+    pairwise masks, its most expensive dropout. Others: the last client phase
+    (for one-shot schemes: they never upload).
     """
-    if var.scheme == "masking" and session.phases >= 2:
-        return session.phases - 2
+    if var.scheme == "masking":
+        order = [phase.name for phase in type(session.coordinator.phase)]
+        if "MASKED_INPUT" in order:
+            return min(order.index("MASKED_INPUT"), max(0, session.phases - 1))
     return max(0, session.phases - 1)
 
 

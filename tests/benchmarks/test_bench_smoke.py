@@ -140,6 +140,9 @@ def test_goals_table_is_complete(quick):
             assert g["note"].startswith("not measured")
         else:
             assert isinstance(g["measured"], float)
+            if g["goal"].startswith("end to end"):
+                assert g["where"].startswith("digits")
+                continue
             assert g["at_goal_size"] == (
                 f"{GOAL_DIM:,} params × {GOAL_CLIENTS} clients" in g["where"]
             )
