@@ -42,7 +42,7 @@ from secagg.masking.messages import (
 )
 from secagg.masking.params import Header, RoundParams
 from secagg.masking.prg import apply_masks
-from secagg.masking.sharing import field_to_secret, reconstruct_many
+from secagg.masking.sharing import field_to_secret, reconstruct_batch
 from secagg.protocol import SERVER, Aggregate, AggregationServer, PartyId
 from secagg.wire import Message
 
@@ -364,9 +364,11 @@ class MaskingServer(AggregationServer):
         owners: tuple[PartyId, ...],
         what: str,
     ) -> dict[PartyId, bytes]:
-        """Rebuild one 32-byte secret per owner, batching owners that share a holder set."""
+        """Rebuild one 32-byte secret per owner, all owners in one vectorized interpolation."""
         p = self.params
-        groups: dict[tuple[PartyId, ...], list[PartyId]] = defaultdict(list)
+        if not owners:
+            return {}
+        chosen = []
         for owner in owners:
             holders = self._ordered(table.get(owner, {}))
             if len(holders) < p.local_threshold:
@@ -374,13 +376,10 @@ class MaskingServer(AggregationServer):
                     f"shares of the {what} of {owner} must be at least {p.local_threshold}; "
                     f"got {len(holders)}"
                 )
-            groups[holders[: p.local_threshold]].append(owner)
-        secrets: dict[PartyId, bytes] = {}
-        for holders, members in groups.items():
-            rows = np.stack([np.stack([table[o][h] for o in members]) for h in holders]).astype(
-                np.int64
-            )  # (holders, owners, elements)
-            values = reconstruct_many(rows, xs=[p.point(h) for h in holders])
-            for owner, elements in zip(members, values, strict=True):
-                secrets[owner] = field_to_secret(elements)
-        return secrets
+            chosen.append(holders[: p.local_threshold])
+        shares = np.array(
+            [[table[o][h] for h in hs] for o, hs in zip(owners, chosen, strict=True)], np.int64
+        )
+        points = np.array([[p.point(h) for h in hs] for hs in chosen], np.int64)
+        values = reconstruct_batch(shares, points)
+        return {o: field_to_secret(v) for o, v in zip(owners, values, strict=True)}

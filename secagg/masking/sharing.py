@@ -85,3 +85,54 @@ def share_secrets(
 def reconstruct_many(shares: np.ndarray, *, xs: Sequence[int]) -> np.ndarray:
     """Interpolate at zero: ``shares`` has one row per holder in ``xs`` (any trailing shape)."""
     return np.asarray(shamir.reconstruct(np.asarray(shares, np.int64), xs=xs, prime=PRIME))
+
+
+def _inverse(values: np.ndarray) -> np.ndarray:
+    """Elementwise inverse mod PRIME (Fermat: v^(p−2)); inputs are non-zero."""
+    result = np.ones_like(values)
+    base = values % PRIME
+    exponent = PRIME - 2
+    while exponent:
+        if exponent & 1:
+            result = result * base % PRIME
+        base = base * base % PRIME
+        exponent >>= 1
+    return result
+
+
+def lagrange_weights(points: np.ndarray) -> np.ndarray:
+    """λ[o, j] with f_o(0) = Σ_j λ[o, j] f_o(points[o, j]) for each row ``o`` of points."""
+    xs = np.asarray(points, dtype=np.int64)
+    if xs.ndim != 2 or np.any((xs <= 0) | (xs >= PRIME)):
+        raise ParameterError(f"share points must be a 2-D array of values in [1, {PRIME - 1}]")
+    if any(len(set(row)) != len(row) for row in xs.tolist()):
+        raise ParameterError("share points must be distinct within each row")
+    count = xs.shape[1]
+    num = np.ones_like(xs)
+    den = np.ones_like(xs)
+    diagonal = np.eye(count, dtype=bool)
+    for m in range(count):
+        other = xs[:, m : m + 1]
+        num = num * np.where(diagonal[m], 1, other) % PRIME
+        den = den * np.where(diagonal[m], 1, (other - xs) % PRIME) % PRIME
+    return num * _inverse(den) % PRIME
+
+
+def reconstruct_batch(shares: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Secrets of many owners at once, each from its own holders.
+
+    Args:
+        shares: (owners, t, elements) share values.
+        points: (owners, t) the holders' evaluation points.
+
+    Returns:
+        (owners, elements) int64 secrets.
+    """
+    rows = np.asarray(shares, dtype=np.int64)
+    weights = lagrange_weights(points)
+    if rows.ndim != 3 or rows.shape[:2] != weights.shape:
+        raise ParameterError("shares must have shape (owners, t, elements) matching the points")
+    if np.any((rows < 0) | (rows >= PRIME)):
+        raise ParameterError(f"shares must be field elements in [0, {PRIME})")
+    # each product < 2^62; reduce before summing over the t holders
+    return (weights[:, :, None] * rows % PRIME).sum(axis=1) % PRIME
