@@ -1,0 +1,521 @@
+"""The federated round loop over any registered secure-sum scheme.
+
+One round::
+
+    select clients → broadcast the global model → local training →
+    each client protects concat(w_i·clip(Δ_i), [w_i]) with the scheme's client role →
+    InProcessTransport routes every message (real wire codec) → server finalizes the sum →
+    FedAvg: global += sum[:-1] / sum[-1] → evaluate on the held-out test split
+
+Clipping and the value bound: each client clips its model change to L2 norm
+≤ ``update_clip``, so every coordinate satisfies |Δ_ij| ≤ ``update_clip``; after
+weighting by ``w_i = n_i / n̄`` (≤ max w) and appending ``w_i`` itself, every
+submitted coordinate is bounded by ``max(update_clip, 1) · max_i w_i`` — the
+``value_bound`` handed to the scheme (fixed-point range, CKKS scale, …).
+
+Randomness: cryptographic randomness (session ids, keys, masks) comes from the
+``rng`` argument — ``SystemRng()`` unless a test passes a ``DeterministicRng``.
+Simulation randomness (data split, partition, model init, batch order, who drops
+out and when) is derived from ``config.seed`` so a run is reproducible; it never
+touches anything secret.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from secagg.errors import InsufficientParticipantsError, ParameterError
+from secagg.protocol import Aggregate, PartyId, Scheme, client_id
+from secagg.rand import Csprng, DeterministicRng, SystemRng
+from secagg.schemes import AggregationConfig, available_schemes, create_scheme
+from training.client import (
+    OPTIMIZERS,
+    ClientUpdate,
+    LocalSettings,
+    LocalTrainer,
+    run_client,
+    train_local,
+)
+from training.data import PARTITIONS, FederatedData, load_digits_data, partition
+from training.models import available_models, build_model
+from training.transport import InProcessTransport, TrafficReport
+from training.updates import fedavg_from_sum, flatten, layout_of, load_flat, sample_weights
+
+GRAPHS = ("full", "sparse")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParameterError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _positive_float(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (np.isfinite(value) and value > 0)
+    ):
+        raise ParameterError(f"{name} must be a positive finite number; got {value!r}")
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ParameterError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FederationConfig:
+    """Everything that defines a federated run (all public; validated on construction).
+
+    ``threshold=None`` lets the scheme choose its default; ``clients_per_round=None``
+    selects every client each round. ``dp``/``epsilon``/``delta`` describe the
+    DP-SGD request (record-level, per client, over the whole run).
+    """
+
+    scheme: str = "plain"
+    clients: int = 10
+    rounds: int = 10
+    committee: int = 5
+    threshold: int | None = None
+    graph: str = "full"
+    dropout: float = 0.0
+    seed: int = 0
+    local_epochs: int = 3
+    batch_size: int = 32
+    lr: float = 0.2
+    optimizer: str = "sgd"
+    partition: str = "iid"
+    alpha: float = 0.5
+    update_clip: float = 5.0
+    model: str = "mlp"
+    clients_per_round: int | None = None
+    dp: bool = False
+    epsilon: float | None = None
+    delta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in available_schemes():
+            # import here: UnknownSchemeError is the registry's own error type
+            from secagg.errors import UnknownSchemeError
+
+            raise UnknownSchemeError(
+                f"scheme must be one of {', '.join(available_schemes())}; got {self.scheme!r}"
+            )
+        for name in ("clients", "rounds", "committee", "local_epochs", "batch_size"):
+            _positive_int(name, getattr(self, name))
+        if self.threshold is not None:
+            _positive_int("threshold", self.threshold)
+        if self.clients_per_round is not None:
+            _positive_int("clients_per_round", self.clients_per_round)
+            if self.clients_per_round > self.clients:
+                raise ParameterError(
+                    f"clients_per_round must be ≤ clients ({self.clients}); "
+                    f"got {self.clients_per_round}"
+                )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ParameterError(f"seed must be a non-negative integer; got {self.seed!r}")
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, int | float)
+            or not (0.0 <= self.dropout < 1.0)
+        ):
+            raise ParameterError(f"dropout must be a probability in [0, 1); got {self.dropout!r}")
+        for name in ("lr", "alpha", "update_clip"):
+            _positive_float(name, getattr(self, name))
+        _choice("graph", self.graph, GRAPHS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("partition", self.partition, PARTITIONS)
+        _choice("model", self.model, available_models())
+        if not isinstance(self.dp, bool):
+            raise ParameterError(f"dp must be true or false; got {self.dp!r}")
+        if self.epsilon is not None:
+            _positive_float("epsilon", self.epsilon)
+        if self.delta is not None and (
+            isinstance(self.delta, bool)
+            or not isinstance(self.delta, int | float)
+            or not 0.0 < self.delta < 1.0
+        ):
+            raise ParameterError(f"delta must be in (0, 1); got {self.delta!r}")
+
+    @property
+    def local(self) -> LocalSettings:
+        return LocalSettings(self.local_epochs, self.batch_size, self.lr, self.optimizer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Differential privacy plugs in here, and only here.
+
+
+def local_trainer_for(config: FederationConfig) -> LocalTrainer:
+    """The local training function a run uses: plain SGD/Adam, or DP-SGD when ``config.dp``."""
+    if config.dp:
+        raise ParameterError(
+            "dp must be off until DP-SGD (privacy.dpsgd) is wired in; got dp=true "
+            "(pass --no-dp, or set dp = false)"
+        )
+    return train_local
+
+
+def privacy_summary(config: FederationConfig, clients: list[PartyId]) -> dict[str, Any]:
+    """The ``privacy`` block of result.json: honest about a run without DP."""
+    return {
+        "enabled": False,
+        "accountant": None,
+        "delta": None,
+        "epsilon_per_client": {},
+        "epsilon_max": None,
+        "budget": None,
+        "note": "no differential privacy: the released aggregates and model carry no (ε, δ) bound",
+    }
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SetupRecord:
+    """Cost of the scheme's one-off key ceremony (absent for schemes without one)."""
+
+    bytes_total: int
+    seconds: float
+    messages: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundRecord:
+    """What one round did and cost (the entries of result.json's ``rounds``).
+
+    ``participants`` are the clients whose updates are in the released sum;
+    ``dropped`` the clients the simulation made drop (``dropped_at``: their phase).
+    Seconds are summed over parties (the simulation runs them one after another);
+    ``total`` is the round's wall-clock time. Byte counts are protocol traffic
+    averaged over the participants; ``None`` when the round aborted.
+    """
+
+    round: int
+    accuracy: float
+    loss: float
+    participants: list[PartyId]
+    dropped: list[PartyId]
+    dropped_at: dict[PartyId, int]
+    bytes_up_per_client: float | None
+    bytes_down_per_client: float | None
+    seconds: dict[str, float]
+    train_loss: float
+    aborted: bool = False
+    error: str | None = None
+    error_bound: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class RoundOutcome:
+    """A round's record plus the released aggregate (``None`` if the round aborted).
+
+    The aggregate is what the server learns anyway; it is kept so tests can check it.
+    """
+
+    record: RoundRecord
+    aggregate: Aggregate | None
+    cohort: list[PartyId]
+
+
+@dataclasses.dataclass(repr=False)
+class FederationResult:
+    """A finished run: per-round records, the final global model, and what to write out."""
+
+    config: FederationConfig
+    scheme: dict[str, Any]
+    setup: SetupRecord | None
+    initial_accuracy: float
+    initial_loss: float
+    rounds: list[RoundRecord]
+    model: nn.Module
+    privacy: dict[str, Any]
+    dataset: str
+    client_sizes: list[int]
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.rounds[-1].accuracy if self.rounds else self.initial_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result.json document (DESIGN §6 keys plus setup/initial metrics)."""
+        return {
+            "scheme": self.config.scheme,
+            "insecure": bool(self.scheme.get("insecure", False)),
+            "scheme_parameters": self.scheme,
+            "config": self.config.to_dict(),
+            "dataset": self.dataset,
+            "client_sizes": self.client_sizes,
+            "setup": self.setup.to_dict() if self.setup else None,
+            "initial_accuracy": self.initial_accuracy,
+            "initial_loss": self.initial_loss,
+            "rounds": [r.to_dict() for r in self.rounds],
+            "final_accuracy": self.final_accuracy,
+            "privacy": self.privacy,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"FederationResult(scheme={self.config.scheme!r}, rounds={len(self.rounds)}, "
+            f"final_accuracy={self.final_accuracy:.4f})"
+        )
+
+
+def evaluate(model: nn.Module, data: FederatedData) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on the held-out test split."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(data.x_test))
+        labels = torch.from_numpy(data.y_test)
+        loss = float(nn.functional.cross_entropy(logits, labels))
+        accuracy = float((logits.argmax(dim=1) == labels).float().mean())
+    return accuracy, loss
+
+
+def _seed_from(rng: Csprng) -> int:
+    return int(rng.uint64(1)[0] >> np.uint64(1))  # torch seeds are signed 64-bit
+
+
+class Federation:
+    """A federation in progress: the global model, the clients' data, the scheme.
+
+    Use :func:`run_federation` for a whole run; this class exposes the steps
+    (:meth:`setup`, :meth:`run_round`) for tests and custom loops.
+    """
+
+    def __init__(
+        self,
+        config: FederationConfig,
+        *,
+        data: FederatedData | None = None,
+        model: nn.Module | None = None,
+        rng: Csprng | None = None,
+        trainer: LocalTrainer | None = None,
+    ) -> None:
+        self.config = config
+        self.data = data if data is not None else load_digits_data(seed=config.seed)
+        self.parts = partition(
+            self.data.y_train,
+            config.clients,
+            config.partition,
+            alpha=config.alpha,
+            seed=config.seed,
+        )
+        self.sizes = np.asarray([p.size for p in self.parts], dtype=np.int64)
+        self.weights = sample_weights(self.sizes)
+        self.clients = [client_id(i) for i in range(config.clients)]
+        if model is None:
+            model = build_model(
+                config.model, self.data.in_features, self.data.num_classes, seed=config.seed
+            )
+        elif not isinstance(model, nn.Module):
+            raise ParameterError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        self.model = copy.deepcopy(model)  # the caller's module is never mutated
+        self.dim = layout_of(self.model).size
+        if self.dim < 1:
+            raise ParameterError("model must have at least one floating-point parameter")
+        self.aggregation = AggregationConfig(
+            max_clients=config.clients,
+            value_bound=max(config.update_clip, 1.0) * float(self.weights.max()),
+            committee=config.committee,
+            threshold=config.threshold,
+            graph=config.graph,
+        )
+        self.scheme: Scheme = create_scheme(config.scheme, self.aggregation)
+        self.trainer = trainer if trainer is not None else local_trainer_for(config)
+        self.rng = rng if rng is not None else SystemRng()
+        self.simulation = DeterministicRng.from_int(config.seed).fork("training/simulation")
+        self.transport = InProcessTransport()
+        self._x = [torch.from_numpy(self.data.x_train[p]) for p in self.parts]
+        self._y = [torch.from_numpy(self.data.y_train[p]) for p in self.parts]
+
+    def run(self, *, on_round: Callable[[RoundRecord], None] | None = None) -> FederationResult:
+        """Key ceremony (if any), then ``config.rounds`` rounds; see :func:`run_federation`."""
+        setup = self.setup()
+        initial_accuracy, initial_loss = evaluate(self.model, self.data)
+        rounds: list[RoundRecord] = []
+        for round_number in range(1, self.config.rounds + 1):
+            record = self.run_round(round_number).record
+            rounds.append(record)
+            if on_round is not None:
+                on_round(record)
+        return FederationResult(
+            config=self.config,
+            scheme=self.scheme.describe(),
+            setup=setup,
+            initial_accuracy=initial_accuracy,
+            initial_loss=initial_loss,
+            rounds=rounds,
+            model=self.model,
+            privacy=privacy_summary(self.config, self.clients),
+            dataset=self.data.name,
+            client_sizes=[int(s) for s in self.sizes],
+        )
+
+    # -- steps -------------------------------------------------------------
+
+    def setup(self) -> SetupRecord | None:
+        """Run the scheme's key ceremony (if any) through the transport, once."""
+        session = self.scheme.setup(rng=self.rng.fork("setup"))
+        if session is None:
+            return None
+        report = self.transport.run(session)
+        return SetupRecord(
+            bytes_total=int(sum(report.bytes_sent.values())),
+            seconds=float(sum(report.seconds.values())),
+            messages=report.messages,
+        )
+
+    def select(self, round_number: int) -> list[int]:
+        """Client indices taking part in a round: all, or a seeded sample."""
+        k = self.config.clients_per_round
+        if k is None or k == self.config.clients:
+            return list(range(self.config.clients))
+        keys = self.simulation.fork(f"select/{round_number}").uint64(self.config.clients)
+        return sorted(int(i) for i in np.argsort(keys, kind="stable")[:k])
+
+    def plan_dropouts(
+        self, round_number: int, cohort: list[PartyId], phases: int
+    ) -> dict[PartyId, int]:
+        """Each client drops with probability ``dropout``, at a uniform phase in [0, phases)."""
+        if self.config.dropout == 0.0 or not cohort:
+            return {}
+        draws = self.simulation.fork(f"dropout/{round_number}")
+        coins = draws.uniform(len(cohort))
+        when = draws.integers_below(max(phases, 1), len(cohort))
+        return {
+            p: int(k)
+            for p, c, k in zip(cohort, coins, when, strict=True)
+            if c < self.config.dropout
+        }
+
+    def train_clients(self, round_number: int, indices: list[int]) -> dict[PartyId, ClientUpdate]:
+        updates: dict[PartyId, ClientUpdate] = {}
+        for i in indices:
+            party = self.clients[i]
+            generator = torch.Generator().manual_seed(
+                _seed_from(self.simulation.fork(f"local/{round_number}/{party}"))
+            )
+            updates[party] = run_client(
+                party,
+                self.model,
+                self._x[i],
+                self._y[i],
+                self.config.local,
+                round_index=round_number,
+                weight=float(self.weights[i]),
+                update_clip=self.config.update_clip,
+                generator=generator,
+                trainer=self.trainer,
+            )
+        return updates
+
+    def run_round(self, round_number: int) -> RoundOutcome:
+        """One full round; an aborted round (too few survivors) keeps the global model."""
+        start = time.perf_counter()
+        indices = self.select(round_number)
+        cohort = [self.clients[i] for i in indices]
+        updates = self.train_clients(round_number, indices)
+        train_seconds = sum(u.metrics.seconds for u in updates.values())
+        train_loss = float(np.mean([u.metrics.loss for u in updates.values()]))
+        session = self.scheme.open_round(
+            round_number, cohort, self.dim + 1, rng=self.rng.fork(f"round/{round_number}")
+        )
+        plan = self.plan_dropouts(round_number, cohort, session.phases)
+        inputs = {p: updates[p].submission() for p in cohort}
+        report: TrafficReport | None = None
+        aggregate: Aggregate | None = None
+        error: str | None = None
+        try:
+            report = self.transport.run(session, inputs=inputs, dropouts=plan)
+            aggregate = session.coordinator.finalize()
+        except InsufficientParticipantsError as exc:
+            error = str(exc)
+        if aggregate is not None:
+            new = flatten(self.model) + fedavg_from_sum(aggregate.vector, self.dim)
+            load_flat(self.model, new)
+        accuracy, loss = evaluate(self.model, self.data)
+        record = self._record(
+            round_number, accuracy, loss, plan, aggregate, report, error, train_seconds, train_loss
+        )
+        seconds = dict(record.seconds, total=time.perf_counter() - start)
+        record = dataclasses.replace(record, seconds=seconds)
+        return RoundOutcome(record=record, aggregate=aggregate, cohort=cohort)
+
+    def _record(
+        self,
+        round_number: int,
+        accuracy: float,
+        loss: float,
+        plan: dict[PartyId, int],
+        aggregate: Aggregate | None,
+        report: TrafficReport | None,
+        error: str | None,
+        train_seconds: float,
+        train_loss: float,
+    ) -> RoundRecord:
+        participants = list(aggregate.contributors) if aggregate is not None else []
+        by_kind = report.seconds_by_kind() if report is not None else {}
+        up = down = None
+        if report is not None and participants:
+            up = float(np.mean([report.bytes_sent.get(p, 0) for p in participants]))
+            down = float(np.mean([report.bytes_received.get(p, 0) for p in participants]))
+        return RoundRecord(
+            round=round_number,
+            accuracy=accuracy,
+            loss=loss,
+            participants=participants,
+            dropped=sorted(plan),
+            dropped_at=dict(sorted(plan.items())),
+            bytes_up_per_client=up,
+            bytes_down_per_client=down,
+            seconds={
+                "train": train_seconds,
+                "protect": by_kind.get("client", 0.0),
+                "aggregate": by_kind.get("server", 0.0),
+                "decrypt": by_kind.get("holder", 0.0),
+                "total": 0.0,
+            },
+            train_loss=train_loss,
+            aborted=aggregate is None,
+            error=error,
+            error_bound=aggregate.error_bound if aggregate is not None else None,
+        )
+
+
+def run_federation(
+    config: FederationConfig,
+    *,
+    data: FederatedData | None = None,
+    model: nn.Module | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    rng: Csprng | None = None,
+) -> FederationResult:
+    """Run ``config.rounds`` rounds of secure FedAvg and return what happened.
+
+    Args:
+        config: the run's public configuration.
+        data: defaults to scikit-learn digits split with ``config.seed``.
+        model: initial global model (copied); defaults to the registered ``config.model``.
+        on_round: called with each round's record as soon as the round ends.
+        rng: cryptographic randomness; ``SystemRng()`` unless a test needs determinism.
+    """
+    return Federation(config, data=data, model=model, rng=rng).run(on_round=on_round)

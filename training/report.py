@@ -1,0 +1,134 @@
+"""The run directory: result.json, report.md and its PNG plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure  # the Agg canvas; no pyplot, no GUI backend
+
+from secagg.errors import ParameterError
+from training.federation import FederationResult
+
+RUNS_DIR = Path("runs")
+
+
+def default_run_dir(scheme: str, *, base: Path = RUNS_DIR) -> Path:
+    """``runs/<UTC timestamp>-<scheme>``, with a numeric suffix if that name is taken."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    candidate = base / f"{stamp}-{scheme}"
+    n = 2
+    while candidate.exists():
+        candidate = base / f"{stamp}-{scheme}-{n}"
+        n += 1
+    return candidate
+
+
+def prepare_run_dir(path: Path) -> Path:
+    """Create ``path``; refuse a non-empty directory so no earlier run is overwritten."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ParameterError(f"out must be a new or empty directory; got {str(path)!r}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/inf: a diverged metric is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_result_json(result: FederationResult, run_dir: Path) -> Path:
+    path = run_dir / "result.json"
+    path.write_text(json.dumps(_finite(result.to_dict()), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def _plot(path: Path, rounds: list[int], values: list[float], ylabel: str, title: str) -> None:
+    fig = Figure(figsize=(5.5, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot(rounds, values, marker="o")
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_plots(result: FederationResult, run_dir: Path) -> list[Path]:
+    """accuracy.png and loss.png over rounds (round 0 = the initial global model)."""
+    rounds = [0] + [r.round for r in result.rounds]
+    accuracy = [result.initial_accuracy] + [r.accuracy for r in result.rounds]
+    loss = [result.initial_loss] + [r.loss for r in result.rounds]
+    scheme = result.config.scheme
+    paths = [run_dir / "accuracy.png", run_dir / "loss.png"]
+    _plot(paths[0], rounds, accuracy, "test accuracy", f"Test accuracy per round ({scheme})")
+    _plot(paths[1], rounds, loss, "test cross-entropy", f"Test loss per round ({scheme})")
+    return paths
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def render_report(result: FederationResult) -> str:
+    cfg = result.config
+    lines = [f"# secagg run — scheme `{cfg.scheme}`", ""]
+    if result.scheme.get("insecure"):
+        lines += [
+            "> **INSECURE reference scheme:** the server sees every client's update in the "
+            "clear. Use it as a baseline only.",
+            "",
+        ]
+    lines += [
+        f"Final test accuracy: **{result.final_accuracy:.4f}** "
+        f"(initial {result.initial_accuracy:.4f}) on `{result.dataset}` "
+        f"over {cfg.clients} clients ({cfg.partition} partition), {cfg.rounds} rounds.",
+        "",
+        f"Differential privacy: {'on' if result.privacy.get('enabled') else 'off'}.",
+        "",
+    ]
+    if result.setup is not None:
+        lines += [
+            f"Key ceremony: {result.setup.bytes_total} bytes, {result.setup.seconds:.3f} s, "
+            f"{result.setup.messages} messages.",
+            "",
+        ]
+    lines += ["![accuracy](accuracy.png)", "", "![loss](loss.png)", ""]
+    lines += [
+        "| round | accuracy | loss | participants | dropped | up B/client | down B/client "
+        "| train s | protect s | aggregate s | decrypt s | total s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.rounds:
+        s = r.seconds
+        status = " (aborted)" if r.aborted else ""
+        lines.append(
+            f"| {r.round}{status} | {r.accuracy:.4f} | {r.loss:.4f} | {len(r.participants)} "
+            f"| {len(r.dropped)} | {_fmt(r.bytes_up_per_client, '.0f')} "
+            f"| {_fmt(r.bytes_down_per_client, '.0f')} | {s['train']:.3f} | {s['protect']:.3f} "
+            f"| {s['aggregate']:.3f} | {s['decrypt']:.3f} | {s['total']:.3f} |"
+        )
+    lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in cfg.to_dict().items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_run_dir(result: FederationResult, run_dir: Path) -> list[Path]:
+    """Write result.json, report.md and the plots into an existing ``run_dir``."""
+    written = [write_result_json(result, run_dir)]
+    written += write_plots(result, run_dir)
+    report = run_dir / "report.md"
+    report.write_text(render_report(result))
+    written.append(report)
+    return written
