@@ -235,3 +235,17 @@ def test_model_is_left_plain_after_training():
     for p in model.parameters():
         assert not hasattr(p, "grad_sample") and not hasattr(p, "summed_grad") and p.grad is None
     assert not model[0]._forward_hooks and not model[0]._backward_hooks
+
+
+def test_per_sample_clipping_bounds_one_records_influence():
+    # Threat: an outlier record whose unclipped gradient dominates the update.
+    x, y = blobs(1)
+    x = x * 1e4
+    model = mlp()
+    before = flat(model)
+    p = params(
+        noise_multiplier=1e-9, sample_rate=1.0, steps=1, max_grad_norm=0.5, expected_batch_size=10
+    )
+    run(model, x, y, p, label="clip")
+    moved = float((flat(model) - before).norm())
+    assert 0 < moved <= 0.5 * 0.5 / 10 * (1 + 1e-4)  # lr · C / B
