@@ -1,0 +1,172 @@
+"""RNS residue arithmetic in numpy: the compact wire format, lazy sums, small weights.
+
+Batches of ciphertext polynomials are uint64 arrays in *prime-major* layout
+``(k, count, polys, N)``: one contiguous block per RNS prime, which is also the
+order on the wire. Every data prime has ≤ 48 bits, so a residue travels in
+``⌈bits/8⌉ = 6`` little-endian bytes, sums of up to 2^15 residues fit in a
+uint64 without reduction, and a residue times a weight below 2^16 does too.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from secagg.ckks.params import residue_width
+from secagg.errors import DecodeError, ParameterError
+from secagg.rand import Csprng
+
+_U64 = np.dtype("<u8")
+LIMB_BITS = 16
+
+if sys.byteorder != "little":  # pragma: no cover - the byte views below assume it
+    raise ImportError("secagg.ckks requires a little-endian platform")
+
+
+def packed_size(primes: Sequence[int], per_prime: int) -> int:
+    """Bytes of ``per_prime`` residues for each of ``primes``."""
+    return sum(residue_width(q) for q in primes) * per_prime
+
+
+def pack(residues: np.ndarray, primes: Sequence[int]) -> bytes:
+    """Residues ``(k, ...)`` (uint64, each row < its prime) → the compact wire bytes."""
+    if residues.dtype != np.uint64 or residues.shape[0] != len(primes):
+        raise ParameterError("residues must be uint64 with one row per prime")
+    parts = []
+    for row, q in zip(residues, primes, strict=True):
+        width = residue_width(q)
+        flat = np.ascontiguousarray(row).reshape(-1)
+        parts.append(flat.view(np.uint8).reshape(-1, 8)[:, :width].tobytes())
+    return b"".join(parts)
+
+
+def unpack_into(
+    data: bytes, primes: Sequence[int], per_prime: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Wire bytes → residues ``(k, per_prime)``; refuses a wrong size or any residue ≥ qⱼ.
+
+    Reads each residue as one unaligned 8-byte word at stride ``width`` and masks
+    it, so decoding is one pass over the data plus a max-reduction for validation.
+
+    Raises:
+        DecodeError: wrong length or a residue not below its prime.
+    """
+    expected = packed_size(primes, per_prime)
+    if len(data) != expected:
+        raise DecodeError(f"residue block must be {expected} bytes; got {len(data)}")
+    if out is None:
+        out = np.empty((len(primes), per_prime), dtype=np.uint64)
+    offset = 0
+    for j, q in enumerate(primes):
+        width = residue_width(q)
+        _unpack_row(data, offset, width, per_prime, out[j])
+        if per_prime and int(out[j].max()) >= q:
+            raise DecodeError(f"residues must be below their prime q_{j}; got one ≥ q_{j}")
+        offset += width * per_prime
+    return out
+
+
+def _unpack_row(data: bytes, offset: int, width: int, count: int, dst: np.ndarray) -> None:
+    mask = np.uint64((1 << (8 * width)) - 1)
+    if count == 0:
+        return
+    tail = -(-8 // width) - 1  # the last words would read past the block: do them singly
+    bulk = max(0, count - tail)
+    if bulk:
+        words = np.ndarray(shape=(bulk,), dtype=_U64, buffer=data, offset=offset, strides=(width,))
+        np.bitwise_and(words, mask, out=dst[:bulk])
+    for i in range(bulk, count):
+        start = offset + width * i
+        dst[i] = int.from_bytes(data[start : start + width], "little")
+
+
+def accumulate(acc: np.ndarray, part: np.ndarray) -> None:
+    """acc += part without reduction (caller reduces before 2^15 terms)."""
+    np.add(acc, part, out=acc)
+
+
+def reduce_rows(acc: np.ndarray, primes: Sequence[int]) -> None:
+    """acc[j] %= qⱼ in place."""
+    for j, q in enumerate(primes):
+        np.remainder(acc[j], np.uint64(q), out=acc[j])
+
+
+def add_mod(a: np.ndarray, b: np.ndarray, primes: Sequence[int]) -> np.ndarray:
+    out = a + b
+    reduce_rows(out, primes)
+    return out
+
+
+def mul_small(x: np.ndarray, weight: int, q: int) -> np.ndarray:
+    """x·weight mod q for residues x < q < 2^48 and any weight ≥ 0 (16-bit limbs)."""
+    if weight < 0:
+        raise ParameterError("weight must be ≥ 0; negate the result instead")
+    if q >= 1 << 48:
+        raise ParameterError("q must be below 2^48 for small-weight products")
+    qq = np.uint64(q)
+    limbs = []
+    w = weight % q
+    while w:
+        limbs.append(w & ((1 << LIMB_BITS) - 1))
+        w >>= LIMB_BITS
+    acc = np.zeros_like(x)
+    for limb in reversed(limbs):  # Horner, most significant limb first
+        acc = (acc << np.uint64(LIMB_BITS)) % qq
+        acc = (acc + x * np.uint64(limb) % qq) % qq
+    return acc
+
+
+def weighted_sum(terms: Sequence[tuple[int, np.ndarray]], primes: Sequence[int]) -> np.ndarray:
+    """Σ wᵢ·xᵢ mod qⱼ for signed integer weights and residue arrays ``(k, ...)``."""
+    if not terms:
+        raise ParameterError("terms must not be empty")
+    out = np.zeros_like(terms[0][1])
+    for j, q in enumerate(primes):
+        qq = np.uint64(q)
+        acc = np.zeros_like(out[j])
+        for w, x in terms:
+            term = mul_small(x[j], abs(w), q)
+            if w < 0:
+                term = (qq - term) % qq
+            acc = (acc + term) % qq
+        out[j] = acc
+    return out
+
+
+def mulmod_exact(a: np.ndarray, b: np.ndarray, q: int) -> np.ndarray:
+    """a·b mod q elementwise on Python integers (exact; for small one-off arrays)."""
+    prod = a.astype(object) * b.astype(object) % q
+    return prod.astype(np.uint64)
+
+
+def shamir_share(
+    secret: np.ndarray, *, threshold: int, xs: Sequence[int], prime: int, rng: Csprng
+) -> np.ndarray:
+    """Shamir shares of every element of ``secret`` (< prime < 2^48) at small points.
+
+    A uint64 fast path of :func:`secagg.shamir.share` for 48-bit primes and
+    points below 2^16: Horner's rule keeps every product below 2^64.
+
+    Security: the ``threshold − 1`` random coefficients come from ``rng``; any
+    ``threshold − 1`` shares are uniform and independent of ``secret``.
+    """
+    if prime >= 1 << 48 or any(not 0 < x < 1 << 16 or x >= prime for x in xs):
+        raise ParameterError("prime must be < 2^48 and points in [1, 2^16)")
+    if not 1 <= threshold <= len(xs) or len(set(xs)) != len(xs):
+        raise ParameterError(f"threshold must be in [1, {len(xs)}] with distinct points")
+    values = np.asarray(secret, dtype=np.uint64)
+    if values.size and int(values.max()) >= prime:
+        raise ParameterError("secret must be reduced below the prime")
+    q = np.uint64(prime)
+    coeffs = [
+        rng.integers_below(prime, values.size).reshape(values.shape) for _ in range(threshold - 1)
+    ]
+    out = np.empty((len(xs), *values.shape), dtype=np.uint64)
+    for row, x in enumerate(xs):
+        acc = np.zeros(values.shape, dtype=np.uint64)
+        for c in reversed(coeffs):
+            acc = ((acc + c) % q) * np.uint64(x) % q
+        out[row] = (acc + values) % q
+    return out

@@ -1,0 +1,312 @@
+"""The only module that imports TenSEAL: SEAL contexts, keys, encryption, decoding.
+
+Raw data moves between SEAL objects and numpy through zero-copy views of the
+C++ buffers (the sealapi bindings expose no buffer protocol, and the
+serialization path goes through files, which must never hold a key share).
+The views rely on the SEAL 4.x object layout shipped in tenseal 0.3.18, so every
+access validates the layout against the object's own getters (parms_id, sizes,
+scale, and sampled coefficients through ``obj[i]``) and refuses with
+:class:`BackendError` if anything differs. Views never outlive a call.
+
+What SEAL samples, and from where:
+
+* key shares: ``KeyGenerator`` draws the ternary secret and the public-key
+  error from a Blake2xb PRNG seeded with 512 bits from the caller's ``rng``
+  (two separate seeded contexts, so the secret and the error never share a
+  stream);
+* client encryptions: ``Encryptor`` draws u, e0, e1 from SEAL's own Blake2xb
+  PRNG, freshly seeded per encryption from the operating system
+  (``std::random_device``). Seeding it from our rng would need one SEAL context
+  per ciphertext (5 ms each), so client ciphertexts are not reproducible under
+  a DeterministicRng; everything secret-bearing elsewhere is;
+* smudging noise: sampled in numpy from the caller's ``rng`` and only mapped to
+  the NTT domain by SEAL's (deterministic) encoder.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import tenseal.sealapi as seal
+
+from secagg.ckks.params import Preset
+from secagg.errors import ParameterError, SecAggError
+from secagg.rand import Csprng
+
+_PYBIND_VALUE_OFFSET = 16  # PyObject_HEAD, then pybind11's simple_value_holder[0]
+# SEAL 4.x layouts (byte offsets of the fields we check, then of the data pointer)
+_PT_COEFF_COUNT, _PT_SCALE, _PT_CAPACITY, _PT_SIZE, _PT_DATA = 32, 40, 64, 72, 80
+_CT_NTT, _CT_SIZE, _CT_DEGREE, _CT_PRIMES, _CT_SCALE = 32, 40, 48, 56, 64
+_CT_CAPACITY, _CT_DYN_SIZE, _CT_DATA = 96, 104, 112
+_SAMPLES = 5
+
+
+class BackendError(SecAggError):
+    """The SEAL binding does not have the object layout this module was validated on."""
+
+
+def _address(obj: object) -> int:
+    value = ctypes.c_void_p.from_address(id(obj) + _PYBIND_VALUE_OFFSET).value
+    if not value:
+        raise BackendError("SEAL object pointer must be non-null")
+    return int(value)
+
+
+def _u64(addr: int) -> int:
+    return int(ctypes.c_uint64.from_address(addr).value)
+
+
+def _f64(addr: int) -> float:
+    return float(ctypes.c_double.from_address(addr).value)
+
+
+def _check_parms(base: int, parms_id: Sequence[int]) -> None:
+    if [_u64(base + 8 * i) for i in range(4)] != [int(x) for x in parms_id]:
+        raise BackendError("SEAL layout check failed (parms_id)")
+
+
+def _view(ptr: int, count: int, obj: object, shape: tuple[int, ...]) -> np.ndarray:
+    if not ptr or count == 0:
+        raise BackendError("SEAL data pointer must be set")
+    arr = np.ctypeslib.as_array((ctypes.c_uint64 * count).from_address(ptr))
+    step = max(1, count // _SAMPLES)
+    for i in list(range(0, count, step))[:_SAMPLES] + [count - 1]:
+        if int(arr[i]) != int(obj[i]):  # type: ignore[index]
+            raise BackendError("SEAL layout check failed (coefficient sample)")
+    return arr.reshape(shape)
+
+
+def plaintext_view(pt: seal.Plaintext) -> np.ndarray:
+    """A validated uint64 view of a Plaintext's coefficients (valid while ``pt`` lives)."""
+    base = _address(pt)
+    _check_parms(base, pt.parms_id())
+    count = int(pt.coeff_count())
+    if (
+        _u64(base + _PT_COEFF_COUNT) != count
+        or _u64(base + _PT_SIZE) != count
+        or _u64(base + _PT_CAPACITY) < count
+        or _f64(base + _PT_SCALE) != float(pt.scale)
+    ):
+        raise BackendError("SEAL layout check failed (plaintext header)")
+    return _view(_u64(base + _PT_DATA), count, pt, (count,))
+
+
+def ciphertext_view(ct: seal.Ciphertext) -> np.ndarray:
+    """A validated uint64 view ``(size, k, N)`` of a Ciphertext (valid while ``ct`` lives)."""
+    base = _address(ct)
+    _check_parms(base, ct.parms_id())
+    size, degree, primes = (
+        int(ct.size()),
+        int(ct.poly_modulus_degree()),
+        int(ct.coeff_modulus_size()),
+    )
+    count = size * degree * primes
+    if (
+        ctypes.c_uint8.from_address(base + _CT_NTT).value != int(ct.is_ntt_form())
+        or _u64(base + _CT_SIZE) != size
+        or _u64(base + _CT_DEGREE) != degree
+        or _u64(base + _CT_PRIMES) != primes
+        or _f64(base + _CT_SCALE) != float(ct.scale)
+        or _u64(base + _CT_DYN_SIZE) != count
+        or _u64(base + _CT_CAPACITY) < count
+    ):
+        raise BackendError("SEAL layout check failed (ciphertext header)")
+    return _view(_u64(base + _CT_DATA), count, ct, (size, primes, degree))
+
+
+def rns_primes(preset: Preset) -> tuple[int, ...]:
+    """The primes SEAL's CoeffModulus.Create picks for the preset (deterministic)."""
+    try:
+        moduli = seal.CoeffModulus.Create(preset.poly_degree, list(preset.prime_bits))
+    except (ValueError, RuntimeError) as exc:
+        raise ParameterError(
+            f"prime_bits must admit NTT primes at N={preset.poly_degree}; got {preset.prime_bits}"
+        ) from exc
+    return tuple(int(m.value()) for m in moduli)
+
+
+def _seeded_factory(rng: Csprng) -> seal.Blake2xbPRNGFactory:
+    words = np.frombuffer(rng.random_bytes(64), dtype="<u8")
+    return seal.Blake2xbPRNGFactory([int(w) for w in words])
+
+
+class SealContext:
+    """SEAL objects for one parameter set: context, encoder, evaluator, level ids."""
+
+    def __init__(self, preset: Preset, primes: tuple[int, ...]) -> None:
+        self.preset = preset
+        self.primes = primes
+        self.degree = preset.poly_degree
+        self.k = len(primes) - 1
+        self.context = self._make_context(None)
+        self.encoder = seal.CKKSEncoder(self.context)
+        self.evaluator = seal.Evaluator(self.context)
+        self.data_parms = list(self.context.first_parms_id())
+        self.key_parms = list(self.context.key_parms_id())
+
+    def _make_context(self, rng: Csprng | None) -> seal.SEALContext:
+        parms = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
+        parms.set_poly_modulus_degree(self.degree)
+        parms.set_coeff_modulus(seal.CoeffModulus.Create(self.degree, list(self.preset.prime_bits)))
+        if rng is not None:
+            parms.set_random_generator(_seeded_factory(rng))
+        level = seal.SEC_LEVEL_TYPE.NONE if self.preset.insecure else seal.SEC_LEVEL_TYPE.TC128
+        ctx = seal.SEALContext(parms, True, level)
+        if not ctx.parameters_set():
+            raise ParameterError(
+                f"SEAL must accept the parameters; got {ctx.parameters_error_message()}"
+            )
+        if tuple(int(m.value()) for m in parms.coeff_modulus()) != self.primes:
+            raise ParameterError("SEAL's primes must match the declared primes")
+        return ctx
+
+    # -- key material -------------------------------------------------------------
+
+    def generate_key_share(self, rng: Csprng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sᵢ, pk0ᵢ, aᵢ) at the key level, NTT form, each ``(k+1, N)`` uint64.
+
+        Security: ``sᵢ`` is the holder's secret; the two SEAL contexts are seeded
+        from independent forks of ``rng`` so the secret and the error never share
+        a PRNG stream.
+        """
+        secret_ctx = self._make_context(rng.fork("ckks/keygen/secret"))
+        keygen = seal.KeyGenerator(secret_ctx)
+        secret_key = keygen.secret_key()
+        noise_ctx = self._make_context(rng.fork("ckks/keygen/error"))
+        pk = seal.PublicKey()
+        seal.KeyGenerator(noise_ctx, secret_key).create_public_key(pk)
+        shape = (self.k + 1, self.degree)
+        secret = plaintext_view(secret_key.data()).reshape(shape).copy()
+        pk_data = ciphertext_view(pk.data())
+        return secret, pk_data[0].copy(), pk_data[1].copy()
+
+    def public_key(self, b: np.ndarray, a: np.ndarray) -> seal.PublicKey:
+        """A SEAL PublicKey holding (b, a) at the key level."""
+        template = seal.KeyGenerator(self.context)
+        pk = seal.PublicKey()
+        template.create_public_key(pk)
+        view = ciphertext_view(pk.data())
+        view[0] = b
+        view[1] = a
+        return pk
+
+    def encryptor(self, b: np.ndarray, a: np.ndarray) -> seal.Encryptor:
+        return seal.Encryptor(self.context, self.public_key(b, a))
+
+    def secret_key(self, rows: np.ndarray) -> seal.SecretKey:
+        """A SEAL SecretKey whose data-level rows are ``rows`` (special-prime row zero).
+
+        Security: the result holds secret material; keep it inside a key holder.
+        """
+        sk = seal.KeyGenerator(self.context).secret_key()  # storage; overwritten below
+        view = plaintext_view(sk.data()).reshape(self.k + 1, self.degree)
+        view[: self.k] = rows
+        view[self.k :] = 0
+        return sk
+
+    # -- encryption -----------------------------------------------------------------
+
+    def encrypt(self, encryptor: seal.Encryptor, values: np.ndarray, scale: float) -> np.ndarray:
+        """Encrypt reals (length a multiple of N) → prime-major ``(k, count, 2, N)``."""
+        n = self.degree
+        count = values.size // n
+        slots = values.reshape(count, n // 2, 2)
+        out = np.empty((self.k, count, 2, n), dtype=np.uint64)
+        pt, ct = seal.Plaintext(), seal.Ciphertext()
+        for i in range(count):
+            z = (slots[i, :, 0] + 1j * slots[i, :, 1]).tolist()
+            self.encoder.encode(z, self.data_parms, scale, pt)
+            encryptor.encrypt(pt, ct)
+            out[:, i] = ciphertext_view(ct).transpose(1, 0, 2)
+        return out
+
+    # -- decryption -----------------------------------------------------------------
+
+    def share_decryptor(self, rows: np.ndarray) -> ShareDecryptor:
+        return ShareDecryptor(self, rows)
+
+    def decode(self, fused: np.ndarray, scale: float) -> np.ndarray:
+        """Prime-major ``(k, count, N)`` NTT-form plaintexts at ``scale`` → reals."""
+        n = self.degree
+        count = fused.shape[1]
+        pt = seal.Plaintext()
+        self.encoder.encode(0.0, self.data_parms, scale, pt)
+        view = plaintext_view(pt).reshape(self.k, n)
+        out = np.empty((count, n // 2, 2), dtype=np.float64)
+        for i in range(count):
+            view[:] = fused[:, i]
+            z = np.asarray(self.encoder.decode_complex(pt), dtype=np.complex128)
+            out[i, :, 0] = z.real
+            out[i, :, 1] = z.imag
+        return out.reshape(-1)
+
+    def decrypt_with(self, secret_rows: np.ndarray, ct: np.ndarray, scale: float) -> np.ndarray:
+        """Single-key decryption of prime-major ``(k, count, 2, N)`` (oracle tests, benches).
+
+        Security: needs the whole secret; never used by the protocol roles.
+        """
+        decryptor = seal.Decryptor(self.context, self.secret_key(secret_rows))
+        work = _work_ciphertext(self, scale)
+        view = ciphertext_view(work)
+        pt = seal.Plaintext()
+        out = []
+        for i in range(ct.shape[1]):
+            view[:] = ct[:, i].transpose(1, 0, 2)
+            decryptor.decrypt(work, pt)
+            z = np.asarray(self.encoder.decode_complex(pt), dtype=np.complex128)
+            out.append(np.stack([z.real, z.imag], axis=1).reshape(-1))
+        return np.concatenate(out)
+
+
+def _work_ciphertext(ctx: SealContext, scale: float) -> seal.Ciphertext:
+    """A data-level, NTT-form, size-2 ciphertext at ``scale`` to overwrite (public content)."""
+    keygen = seal.KeyGenerator(ctx.context)
+    encryptor = seal.Encryptor(ctx.context, keygen.secret_key())
+    pt, ct = seal.Plaintext(), seal.Ciphertext()
+    ctx.encoder.encode(0.0, ctx.data_parms, scale, pt)
+    encryptor.encrypt_symmetric(pt, ct)
+    return ct
+
+
+class ShareDecryptor:
+    """One key holder's partial decryption: dⱼ = c1·ŝⱼ + eⱼ with fresh smudging eⱼ.
+
+    Security: holds the holder's Shamir-combined key share ŝⱼ inside SEAL. The
+    smudging noise eⱼ has i.i.d. Gaussian coefficients of width σ drawn from the
+    caller's rng; SEAL only maps it to the NTT domain (its encoder is
+    deterministic). The unsmudged product c1·ŝⱼ never leaves SEAL.
+    """
+
+    def __init__(self, ctx: SealContext, rows: np.ndarray) -> None:
+        self._ctx = ctx
+        self._decryptor = seal.Decryptor(ctx.context, ctx.secret_key(rows))
+        self._work = _work_ciphertext(ctx, 1.0)
+
+    def __repr__(self) -> str:
+        return "ShareDecryptor(<secret>)"
+
+    def partial(self, c1: np.ndarray, sigma: float, *, rng: Csprng) -> np.ndarray:
+        """Smudged shares for prime-major c1 ``(k, count, N)`` → ``(k, count, N)``."""
+        ctx = self._ctx
+        n = ctx.degree
+        count = c1.shape[1]
+        out = np.empty_like(c1)
+        view = ciphertext_view(self._work)
+        noise_pt, share_pt = seal.Plaintext(), seal.Plaintext()
+        # slot-domain noise: i.i.d. N(0, σ²) coefficients ⇔ slots with Re, Im ~ N(0, Nσ²/2)
+        slot_std = sigma * math.sqrt(n / 2)
+        for i in range(count):
+            g = rng.standard_normal(n) * slot_std
+            self._ctx.encoder.encode(
+                (g[0::2] + 1j * g[1::2]).tolist(), ctx.data_parms, 1.0, noise_pt
+            )
+            view[0] = 0
+            view[1] = c1[:, i]
+            ctx.evaluator.add_plain_inplace(self._work, noise_pt)
+            self._decryptor.decrypt(self._work, share_pt)
+            out[:, i] = plaintext_view(share_pt).reshape(ctx.k, n)
+        view[:] = 0
+        return out
