@@ -12,6 +12,7 @@ from secagg.protocol import Scheme
 # that `plain` works even where a heavy dependency (tenseal) is broken.
 _SCHEMES: dict[str, str] = {
     "plain": "secagg.plain:PlaintextSum.from_config",
+    "ckks": "secagg.ckks:ThresholdCKKS.from_config",
     "masking": "secagg.masking:PairwiseMasking.from_config",
 }
 
