@@ -201,9 +201,12 @@ class RoundRecord:
 
     ``participants`` are the clients whose updates are in the released sum;
     ``dropped`` the clients the simulation made drop (``dropped_at``: their phase).
+    A client that drops *after* its protected input reached the server can still be a
+    participant (e.g. masking recovers its self-mask from shares).
     Seconds are summed over parties (the simulation runs them one after another);
     ``total`` is the round's wall-clock time. Byte counts are protocol traffic
-    averaged over the participants; ``None`` when the round aborted.
+    (secure-aggregation messages; the model broadcast is not counted) averaged over
+    the clients that stayed to the end; ``None`` if every client dropped.
     """
 
     round: int
@@ -441,11 +444,11 @@ class Federation:
         )
         plan = self.plan_dropouts(round_number, cohort, session.phases)
         inputs = {p: updates[p].submission() for p in cohort}
-        report: TrafficReport | None = None
+        report = TrafficReport()  # filled in even if the round aborts
         aggregate: Aggregate | None = None
         error: str | None = None
         try:
-            report = self.transport.run(session, inputs=inputs, dropouts=plan)
+            self.transport.run(session, inputs=inputs, dropouts=plan, report=report)
             aggregate = session.coordinator.finalize()
         except InsufficientParticipantsError as exc:
             error = str(exc)
@@ -454,7 +457,16 @@ class Federation:
             load_flat(self.model, new)
         accuracy, loss = evaluate(self.model, self.data)
         record = self._record(
-            round_number, accuracy, loss, plan, aggregate, report, error, train_seconds, train_loss
+            round_number,
+            accuracy,
+            loss,
+            cohort,
+            plan,
+            aggregate,
+            report,
+            error,
+            train_seconds,
+            train_loss,
         )
         seconds = dict(record.seconds, total=time.perf_counter() - start)
         record = dataclasses.replace(record, seconds=seconds)
@@ -465,19 +477,22 @@ class Federation:
         round_number: int,
         accuracy: float,
         loss: float,
+        cohort: list[PartyId],
         plan: dict[PartyId, int],
         aggregate: Aggregate | None,
-        report: TrafficReport | None,
+        report: TrafficReport,
         error: str | None,
         train_seconds: float,
         train_loss: float,
     ) -> RoundRecord:
         participants = list(aggregate.contributors) if aggregate is not None else []
-        by_kind = report.seconds_by_kind() if report is not None else {}
+        by_kind = report.seconds_by_kind()
+        # per-client traffic of a client that stayed to the end of the protocol
+        stayed = [p for p in cohort if p not in plan]
         up = down = None
-        if report is not None and participants:
-            up = float(np.mean([report.bytes_sent.get(p, 0) for p in participants]))
-            down = float(np.mean([report.bytes_received.get(p, 0) for p in participants]))
+        if stayed:
+            up = float(np.mean([report.bytes_sent.get(p, 0) for p in stayed]))
+            down = float(np.mean([report.bytes_received.get(p, 0) for p in stayed]))
         return RoundRecord(
             round=round_number,
             accuracy=accuracy,

@@ -86,6 +86,7 @@ class InProcessTransport:
         *,
         inputs: Mapping[PartyId, np.ndarray] | None = None,
         dropouts: Mapping[PartyId, int] | None = None,
+        report: TrafficReport | None = None,
     ) -> TrafficReport:
         """Drive ``session`` until its coordinator is done.
 
@@ -93,12 +94,14 @@ class InProcessTransport:
             session: the roles of one protocol run.
             inputs: each client's vector (round sessions only).
             dropouts: party → the phase from which it is silent.
+            report: an empty report to fill in (and return); pass one to keep the
+                cost of a session that aborts with an exception.
         """
         inputs = inputs or {}
         silence_at = dict(dropouts or {})
         if inputs and not isinstance(session, RoundSession):
             raise ParameterError("inputs must only be given to a round session")
-        report = TrafficReport()
+        report = report if report is not None else TrafficReport()
         phase = 0
 
         def alive(party: PartyId) -> bool:
