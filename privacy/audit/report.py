@@ -331,12 +331,14 @@ def _statement(first: Mapping[str, Any], eps_max: float, covered: bool) -> str:
         if covered
         else "Some rounds are NOT covered (see findings)"
     )
+    sampling = str(first.get("sampling"))
+    sampling = "Poisson" if sampling == "poisson" else sampling
     return (
-        f"Each client's model updates satisfy ({eps_max:.3g}, {first.get('delta'):g})-DP "
-        f"at most, for the unit '{first.get('unit')}' under {first.get('adjacency')} adjacency, "
-        f"with {first.get('sampling')} sampling, composed over every DP-SGD step of every "
-        f"round by {first.get('accountant')} (RDP as cross-check). {cover}. "
-        "Hyperparameter tuning is not accounted."
+        f"Each client's released model updates satisfy (ε, δ)-DP with ε ≤ {eps_max:.3g} and "
+        f"δ = {first.get('delta'):g}, for the unit '{first.get('unit')}' under "
+        f"{first.get('adjacency')} adjacency with {sampling} sampling, composed over every "
+        f"DP-SGD step of every round by {first.get('accountant')} (RDP as cross-check). "
+        f"{cover}. Hyperparameter tuning is not accounted."
     )
 
 
@@ -595,6 +597,7 @@ def plot_epsilon_over_rounds(report: AuditReport, path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     try:
@@ -613,6 +616,8 @@ def plot_epsilon_over_rounds(report: AuditReport, path: Path) -> None:
                 va="bottom",
                 fontsize=8,
             )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("round")
         ax.set_ylabel(f"cumulative ε (δ={report.delta:g})")
         ax.set_title("Record-level ε spent per client (accountant of record)")
