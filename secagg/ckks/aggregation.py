@@ -261,16 +261,14 @@ class CkksAggregator(AggregationServer):
                 f"decryption shares must number at least t = {t}; got {len(responders)}"
             )
         chosen = responders[:t]
-        points = tuple(self._holders.index(h) + 1 for h in chosen)
-        weights = eng.weights(points)
         per_prime = self._count * eng.degree
-        terms = [(eng.params.lagrange.denominator, self._c0.reshape(eng.k, per_prime))]
-        for holder, w in zip(chosen, weights, strict=True):
-            share = rns.unpack_into(self._shares[holder], eng.data_primes, per_prime)
-            terms.append((w, share))
-        fused = rns.weighted_sum(terms, eng.data_primes).reshape(eng.k, self._count, eng.degree)
-        scale = eng.params.scale * eng.params.lagrange.denominator
-        values = eng.seal.decode(fused, scale)[: self._dim]
+        shares = {
+            self._holders.index(h) + 1: rns.unpack_into(
+                self._shares[h], eng.data_primes, per_prime
+            ).reshape(eng.k, self._count, eng.degree)
+            for h in chosen
+        }
+        values = fuse_shares(eng, self._c0, shares)[: self._dim]
         step = eng.params.precision
         released = np.round(values / step) * step
         self._result = Aggregate(
@@ -288,3 +286,18 @@ class CkksAggregator(AggregationServer):
         if self._result is None:
             raise UnexpectedPhaseError("the round has not produced an aggregate")
         return self._result
+
+
+def fuse_shares(engine: CkksEngine, c0: np.ndarray, shares: Mapping[int, np.ndarray]) -> np.ndarray:
+    """Decode D·c0 + Σⱼ (D·λⱼ)·dⱼ at scale D·Δ from shares keyed by Shamir point.
+
+    ``c0`` and every share are prime-major ``(k, count, N)``; the result is the
+    decoded reals (count·N), before rounding to the release precision.
+    """
+    points = tuple(shares)
+    weights = engine.weights(points)
+    k, count, n = c0.shape
+    terms = [(engine.params.lagrange.denominator, c0.reshape(k, count * n))]
+    terms += [(w, shares[p].reshape(k, count * n)) for p, w in zip(points, weights, strict=True)]
+    fused = rns.weighted_sum(terms, engine.data_primes).reshape(k, count, n)
+    return engine.seal.decode(fused, engine.params.scale * engine.params.lagrange.denominator)
