@@ -100,7 +100,9 @@ def masking_round(dim: int, clients: int, dropout: float, graph: str) -> dict[st
         "server_vector_s": vector_work,
         "server_by_window_s": windows,
         "client_mean_s": float(np.mean([report.seconds[p] for p in cohort])),
-        "upload_bytes_per_param": report.mean_bytes("client", sent=True) / dim,
+        "upload_bytes_per_param": float(
+            np.mean([report.bytes_sent[p] for p in agg.contributors]) / dim
+        ),
         "max_abs_error": float(np.max(np.abs(agg.vector - exact))),
         "error_bound": agg.error_bound,
     }

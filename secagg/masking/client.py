@@ -199,7 +199,7 @@ class MaskingClient(ClientRole):
             shared = crypto.agree(self._mask_key, roster.mask_keys[i])
             pair_keys[peer] = pair_mask_key(p, self.party, peer, shared)
         peers = tuple(sorted(roster.parties, key=p.position))
-        holders = tuple(sorted((self.party, *peers), key=p.position))
+        holders = tuple(sorted((self.party, *peers), key=p.position))  # Shamir points in order
         secrets = secrets_to_field(self._seed, crypto.private_bytes(self._mask_key))
         rows = share_secrets(
             secrets,

@@ -88,6 +88,8 @@ class RoundParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_position", {p: i for i, p in enumerate(self.cohort)})
+        object.__setattr__(self, "_neighbour_cache", {})
+        object.__setattr__(self, "_holder_cache", {})
 
     def position(self, party: PartyId) -> int:
         return self._position[party]  # type: ignore[attr-defined]
@@ -108,11 +110,19 @@ class RoundParams:
         return self.position(party) + 1
 
     def neighbours(self, party: PartyId) -> tuple[PartyId, ...]:
-        return tuple(self.cohort[j] for j in self.graph.neighbours[self.position(party)])
+        cache: dict[PartyId, tuple[PartyId, ...]] = self._neighbour_cache  # type: ignore[attr-defined]
+        if party not in cache:
+            cache[party] = tuple(
+                self.cohort[j] for j in self.graph.neighbours[self.position(party)]
+            )
+        return cache[party]
 
-    def holders(self, party: PartyId) -> tuple[PartyId, ...]:
-        """Who holds shares of ``party``'s secrets: itself and its neighbours, in cohort order."""
-        return tuple(sorted((party, *self.neighbours(party)), key=self.position))
+    def holders(self, party: PartyId) -> frozenset[PartyId]:
+        """Who holds shares of ``party``'s secrets: itself and its neighbours."""
+        cache: dict[PartyId, frozenset[PartyId]] = self._holder_cache  # type: ignore[attr-defined]
+        if party not in cache:
+            cache[party] = frozenset((party, *self.neighbours(party)))
+        return cache[party]
 
     def adds_pair_mask(self, party: PartyId, peer: PartyId) -> bool:
         """True if ``party`` adds (rather than subtracts) the mask it shares with ``peer``."""

@@ -12,6 +12,7 @@ one AES pass plus an in-cache add, and no allocation per peer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +22,6 @@ from secagg.errors import ParameterError
 
 CHUNK_BYTES = 1 << 18  # 256 KiB keystream per step: stays in L2 with the target slice
 _ZERO_COUNTER = bytes(16)
-_ZEROS = np.zeros(CHUNK_BYTES, dtype=np.uint8)
 _UNSIGNED = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
 
 
@@ -29,6 +29,14 @@ def _keystream(key: bytes) -> CipherContext:
     if not isinstance(key, bytes) or len(key) != 32:
         raise ParameterError("mask key must be 32 bytes")
     return Cipher(algorithms.AES(key), modes.CTR(_ZERO_COUNTER)).encryptor()
+
+
+@functools.lru_cache(maxsize=4)
+def _zero_block(nbytes: int) -> memoryview:
+    """A read-only block of zeros: AES-CTR of zeros is the keystream itself."""
+    block = np.zeros(nbytes, dtype=np.uint8)
+    block.flags.writeable = False
+    return memoryview(block.data)
 
 
 def expand(key: bytes, length: int, dtype: np.dtype | type = np.uint32) -> np.ndarray:
@@ -61,7 +69,7 @@ def apply_masks(target: np.ndarray, *, add: Sequence[bytes], subtract: Sequence[
     chunk = CHUNK_BYTES // word
     buffer = np.empty(chunk, dtype=target.dtype)
     raw = memoryview(buffer.view(np.uint8).data)
-    zeros_view = memoryview(_ZEROS.data)
+    zeros_view = _zero_block(chunk * word)
     for start in range(0, target.size, chunk):
         count = min(chunk, target.size - start)
         piece = target[start : start + count]

@@ -234,7 +234,7 @@ class MaskingServer(AggregationServer):
         """
         p = self.params
         while True:
-            weak = {u for u in live if len(set(p.holders(u)) & live) < p.local_threshold}
+            weak = {u for u in live if len(p.holders(u) & live) < p.local_threshold}
             if not weak:
                 return live
             live = live - weak
@@ -303,8 +303,9 @@ class MaskingServer(AggregationServer):
         p = self.params
         signers = self._ordered(self._signatures)
         self._require(signers, "clients that signed the survivor set")
+        signer_set = set(signers)
         for owner in self._shared:  # stop before anything is released if unmasking must fail
-            if len(set(p.holders(owner)) & set(signers)) < p.local_threshold:
+            if len(p.holders(owner) & signer_set) < p.local_threshold:
                 raise InsufficientParticipantsError(
                     f"signing holders of {owner} must be at least {p.local_threshold}"
                 )
@@ -335,12 +336,13 @@ class MaskingServer(AggregationServer):
                 raise IntegrityError("reconstructed self-mask seed")
             subtract.append(self_mask_key(p, owner, seeds[owner]))
         add: list[bytes] = []
+        alive = set(survivors)
         for owner, secret in self._reconstruct(self._key_shares, dropped, "mask key").items():
             key = X25519PrivateKey.from_private_bytes(secret)
             if crypto.public_bytes(key) != self._adverts[owner].mask_key:
                 raise IntegrityError("reconstructed mask key")
             for peer in p.neighbours(owner):
-                if peer in set(survivors):
+                if peer in alive:
                     shared = crypto.agree(key, self._adverts[peer].mask_key)
                     mask = pair_mask_key(p, peer, owner, shared)
                     # the survivor added (+) or subtracted (−) this mask; undo it
