@@ -204,6 +204,22 @@ def one_run_audit(
     return best
 
 
+def audit_ceiling(
+    canaries: int,
+    *,
+    delta: float,
+    beta: float = DEFAULT_BETA,
+    fractions: Sequence[float] = DEFAULT_GUESS_FRACTIONS,
+) -> float:
+    """The largest bound :func:`one_run_audit` can return for ``canaries`` (all guesses right)."""
+    counts = guess_counts(canaries, fractions)
+    level = beta / len(counts)
+    return max(
+        epsilon_lower_bound(canaries=canaries, guesses=r, correct=r, delta=delta, beta=level)
+        for r in counts
+    )
+
+
 def gdp_delta(mu: float, epsilon: float) -> float:
     """δ(ε) of μ-GDP: Φ(−ε/μ + μ/2) − e^ε Φ(−ε/μ − μ/2) (Dong, Roth & Su 2019)."""
     if mu <= 0:

@@ -227,3 +227,42 @@ def test_truncated_ledger_against_a_pinned_head(tmp_path):
     (run_dir / "result.json").write_text(json.dumps(doc))
     with pytest.raises(LedgerIntegrityError):
         quick(run_dir)
+
+
+def _audit(**kw):
+    from privacy.audit.report import CanaryAudit
+
+    base = dict(
+        audited_client="c",
+        noise_multiplier=1.0,
+        trained_noise_multiplier=1.0,
+        sample_rate=0.1,
+        steps=10,
+        steps_in_run=10,
+        clip_norm=1.0,
+        lr=0.1,
+        delta=DELTA,
+        canaries=1000,
+        theoretical_epsilon=2.0,
+        lower_bound=0.5,
+        beta=0.05,
+        guesses=100,
+        correct=70,
+        gaussian_mu=0.5,
+        gaussian_epsilon_estimate=2.1,
+        ceiling=5.27,
+        verdict="consistent",
+        seconds=1.0,
+        method="m",
+    )
+    return CanaryAudit(**(base | kw))
+
+
+def test_canary_caveats_blind_spot_and_suspicious_estimate():
+    from privacy.audit.report import _canary_warnings
+
+    assert _canary_warnings(_audit()) == []
+    blind = _canary_warnings(_audit(theoretical_epsilon=8.0, gaussian_epsilon_estimate=7.0))
+    assert len(blind) == 1 and "could not reveal a violation" in blind[0]
+    loud = _canary_warnings(_audit(gaussian_epsilon_estimate=9.0))
+    assert len(loud) == 1 and "noise may be smaller than recorded" in loud[0]

@@ -211,3 +211,11 @@ def test_bad_scores_raise():
         stats.one_run_audit([1.0, 2.0], [2, 0], delta=1e-5)
     with pytest.raises(PrivacyParameterError):
         stats.gaussian_fit_estimate([1.0, 2.0, 3.0], [True, False, False], delta=1e-5)
+
+
+def test_ceiling_is_what_perfectly_separated_scores_give():
+    included = np.arange(1000) % 2 == 0  # exactly half in: every guess count can be all right
+    perfect = stats.one_run_audit(included.astype(float), included, delta=1e-5)
+    assert perfect.epsilon_lower == pytest.approx(stats.audit_ceiling(1000, delta=1e-5))
+    # Bonferroni over 6 counts costs a little against the single-count 5.78
+    assert 5.0 < stats.audit_ceiling(1000, delta=1e-5) < lb(1000, 1000, 1000)
