@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import drive, ideal_secret, inputs_for, subsets
+from ckks_support import drive, ideal_secret, inputs_for, subsets
 
 from secagg.ckks import SUM_N4096, ThresholdCKKS
 from secagg.ckks import residues as rns

@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import drive, inputs_for
+from ckks_support import drive, inputs_for
 
 from secagg.ckks import TEST_INSECURE_N512, ThresholdCKKS
 from secagg.ckks import residues as rns
