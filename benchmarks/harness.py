@@ -39,7 +39,8 @@ from benchmarks.cells import (
 )
 from benchmarks.estimate import Estimator
 from benchmarks.grid import (
-    PRECISION,
+    CKKS_PRECISION,
+    DEFAULT_PRECISION,
     VALUE_BOUND,
     Grid,
     Variant,
@@ -210,6 +211,9 @@ def _one_cell(
     availability.setdefault(var.key, info)
     if not info["available"]:
         return {"status": "not available", "reason": info["reason"]}
+    if var.dropouts is not None and work.dropout not in var.dropouts:
+        rates = ", ".join(f"{d:.0%}" for d in var.dropouts)
+        return {"status": "skipped", "reason": f"{var.key} is measured at {rates} dropout only"}
     dropped = len(work.dropped)
     guess = estimator.estimate(var, work.dim, work.clients, dropped)
     if guess.seconds > plan.cell_seconds:
@@ -274,7 +278,7 @@ def run_benchmark(
             "cell_seconds": plan.cell_seconds,
             "seed": plan.seed,
             "value_bound": VALUE_BOUND,
-            "precision": PRECISION,
+            "precision": {"default": DEFAULT_PRECISION, "ckks": CKKS_PRECISION},
         },
         "started": started.isoformat(timespec="seconds"),
         "duration_seconds": 0.0,
