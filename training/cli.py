@@ -166,8 +166,9 @@ def summary_table(result: FederationResult) -> Table:
     return table
 
 
-def _fail(console: Console, message: str) -> typer.Exit:
-    console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+def _fail(message: str) -> typer.Exit:
+    """Print one ``error:`` line on stderr; the caller raises the returned exit (code 2)."""
+    Console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code=USAGE_ERROR)
 
 
@@ -247,13 +248,13 @@ def run(
         settings, out_dir = resolve_settings(file_values, flags)
         run_dir = prepare_run_dir(out_dir or default_run_dir(settings.scheme))
     except (ConfigError, SecAggError) as exc:
-        raise _fail(console, str(exc)) from None
+        raise _fail(str(exc)) from None
     try:
         federation = Federation(settings)  # validates data, partition, scheme, DP before any output
         result = _run_with_progress(console, federation)
     except SecAggError as exc:
         _remove_if_empty(run_dir)
-        raise _fail(console, str(exc)) from None
+        raise _fail(str(exc)) from None
     write_run_dir(result, run_dir)
     console.print(summary_table(result))
     if result.scheme.get("insecure"):
