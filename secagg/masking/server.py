@@ -216,8 +216,8 @@ class MaskingServer(AggregationServer):
             raise UnexpectedPhaseError(f"server in phase {self.phase.name} has no deadline")
         try:
             return step()
-        except InsufficientParticipantsError:
-            self.phase = ServerPhase.ABORTED
+        except (InsufficientParticipantsError, IntegrityError):
+            self.phase = ServerPhase.ABORTED  # the round releases nothing, ever
             raise
 
     def _require(self, live: object, what: str) -> None:

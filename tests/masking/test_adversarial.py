@@ -250,3 +250,26 @@ def test_malformed_messages_refused_on_decode():
     with pytest.raises(DecodeError):
         decode(encode(_unchecked(request, survivors=request.survivors + request.survivors[:1])))
     assert isinstance(masked, MaskedInput)
+
+
+def test_corrupted_seed_share_aborts_instead_of_poisoning_the_sum():
+    # threat: a malicious client returns a wrong share so the sum is silently corrupted
+    d = drive(4, hold_from="client/0")
+    [response] = d.held
+    assert isinstance(response, UnmaskResponse) and response.seed_owners
+    shares = response.seed_shares.copy()
+    shares[0, 0] = (int(shares[0, 0]) + 1) % (2**31 - 1)
+    d.session.coordinator.handle(wire(dataclasses.replace(response, seed_shares=shares)))
+    with pytest.raises(IntegrityError):
+        d.session.coordinator.advance()
+    assert d.session.coordinator.done
+    with pytest.raises(UnexpectedPhaseError):
+        d.session.coordinator.finalize()
+
+
+def test_reprs_carry_no_secrets():
+    d = drive(2, hold_to="client/0")
+    client = d.session.clients["client/0"]
+    text = repr(client) + repr(d.session.coordinator) + repr(d.held[0])
+    assert "client/0" in text
+    assert client._seed.hex() not in text and "vector" not in text.lower()
