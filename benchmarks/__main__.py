@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.grid import PRESETS
-from benchmarks.harness import run_benchmark
+from benchmarks.harness import estimate_plan, run_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--plan", action="store_true", help="only print which cells would run and how long"
+    )
     args = parser.parse_args(argv)
+    if args.plan:
+        plan = estimate_plan(args.grid, quick=args.quick)
+        print(
+            f"grid {plan['grid']}: {plan['cells_run']} cells to run, "
+            f"~{plan['estimated_seconds'] / 60:.0f} min estimated"
+        )
+        for skip in plan["cells_skipped"]:
+            print(
+                f"  skip {skip['scheme']} {skip['dim']:,}×{skip['clients']} "
+                f"{skip['dropout']:.0%}: {skip['reason']}"
+            )
+        return 0
     results = run_benchmark(
         quick=args.quick, out_dir=args.out, progress=not args.no_progress, grid=args.grid
     )

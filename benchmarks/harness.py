@@ -198,6 +198,71 @@ def _run_micro(
     return cells, floors_out
 
 
+def _refusal(
+    var: Variant,
+    dim: int,
+    clients: int,
+    dropout: float,
+    plan: Grid,
+    estimator: Estimator,
+    memory_limit: float,
+) -> str | None:
+    """Why a cell is skipped (over its time or memory budget), or ``None`` to run it."""
+    if var.dropouts is not None and dropout not in var.dropouts:
+        rates = ", ".join(f"{d:.0%}" for d in var.dropouts)
+        return f"{var.key} is measured at {rates} dropout only"
+    guess = estimator.estimate(var, dim, clients, dropped_count(clients, dropout))
+    if guess.seconds > plan.cell_seconds:
+        return f"estimated {guess.seconds:.0f} s > {plan.cell_seconds:.0f} s cell budget"
+    if guess.memory_bytes > memory_limit:
+        return (
+            f"estimated {guess.memory_bytes / 2**30:.1f} GiB > "
+            f"{memory_limit / 2**30:.1f} GiB memory budget"
+        )
+    return None
+
+
+def estimate_plan(grid: str | None = None, *, quick: bool = False) -> dict[str, Any]:
+    """A dry run: which cells would run, and the expected duration from the priors.
+
+    The priors (``Variant``) are this machine kind's rates; the real run
+    re-calibrates them as it goes, so its skip decisions can differ slightly.
+    """
+    plan = parse_grid(grid, quick=quick)
+    estimator = Estimator()
+    memory_limit = available_memory_bytes() * plan.memory_fraction
+    keys = tuple(dict.fromkeys(["plain", *plan.schemes]))
+    total, runs, skips = 0.0, 0, []
+    for dim, clients, dropout in plan.cells():
+        total += clients * dim * 40e-9  # inputs (ChaCha20 keystream → floats) and floors
+        for key in keys:
+            var = variant(key)
+            why = _refusal(var, dim, clients, dropout, plan, estimator, memory_limit)
+            if why is None:
+                runs += 1
+                total += estimator.estimate(
+                    var, dim, clients, dropped_count(clients, dropout)
+                ).seconds
+            else:
+                skips.append(
+                    {
+                        "scheme": key,
+                        "dim": dim,
+                        "clients": clients,
+                        "dropout": dropout,
+                        "reason": why,
+                    }
+                )
+    if plan.e2e:
+        total += 20.0 * len(keys) * plan.e2e_rounds / 3
+    return {
+        "grid": plan.name,
+        "cells_run": runs,
+        "cells_skipped": skips,
+        "estimated_seconds": total,
+    }
+
+
 def _one_cell(
     var: Variant,
     work: Any,
@@ -211,22 +276,11 @@ def _one_cell(
     availability.setdefault(var.key, info)
     if not info["available"]:
         return {"status": "not available", "reason": info["reason"]}
-    if var.dropouts is not None and work.dropout not in var.dropouts:
-        rates = ", ".join(f"{d:.0%}" for d in var.dropouts)
-        return {"status": "skipped", "reason": f"{var.key} is measured at {rates} dropout only"}
+    refusal = _refusal(var, work.dim, work.clients, work.dropout, plan, estimator, memory_limit)
+    if refusal is not None:
+        return {"status": "skipped", "reason": refusal}
     dropped = len(work.dropped)
     guess = estimator.estimate(var, work.dim, work.clients, dropped)
-    if guess.seconds > plan.cell_seconds:
-        return {
-            "status": "skipped",
-            "reason": f"estimated {guess.seconds:.0f} s > {plan.cell_seconds:.0f} s cell budget",
-        }
-    if guess.memory_bytes > memory_limit:
-        return {
-            "status": "skipped",
-            "reason": f"estimated {guess.memory_bytes / 2**30:.1f} GiB "
-            f"> {memory_limit / 2**30:.1f} GiB memory budget",
-        }
     _tick(bar, f"{var.key} {work.dim:,}×{work.clients} drop {work.dropout:.0%}")
     gc.collect()
     try:

@@ -275,3 +275,18 @@ def test_over_budget_cells_are_skipped_with_a_reason(tmp_path):
     assert all("budget" in c["reason"] for c in results["cells"])
     assert all(g["met"] is None for g in results["goals"])
     assert (tmp_path / "results.md").is_file()
+
+
+def test_plan_estimate_lists_skips_with_reasons():
+    plan = harness.estimate_plan("full")
+    assert plan["cells_run"] > 0 and plan["estimated_seconds"] > 0
+    skipped = {(s["scheme"], s["dim"], s["clients"]) for s in plan["cells_skipped"]}
+    assert ("plain", 10_000_000, 1000) in skipped  # 80 GB of inputs alone
+    assert all(s["reason"] for s in plan["cells_skipped"])
+
+
+def test_cli_plan_runs(capsys):
+    from benchmarks.__main__ import main
+
+    assert main(["--plan", "--quick"]) == 0
+    assert "cells to run" in capsys.readouterr().out
