@@ -196,6 +196,12 @@ def _check_instrument(model: nn.Module, width: int) -> list[nn.Linear]:
             f"audit model's first layer must be nn.Linear with {width} inputs; "
             f"got {linears[0].in_features if linears else 'no Linear layer'}"
         )
+    random_layers = [type(mod).__name__ for mod in model.modules() if _is_dropout(mod)]
+    if random_layers:
+        # The probe must see the same function the DP-SGD step differentiates.
+        raise PrivacyParameterError(
+            f"audit model must be deterministic (no dropout); got {random_layers[:3]}"
+        )
     owned = {id(p) for layer in linears for p in layer.parameters(recurse=False)}
     foreign = [n for n, p in model.named_parameters() if id(p) not in owned]
     if foreign:
@@ -203,6 +209,12 @@ def _check_instrument(model: nn.Module, width: int) -> list[nn.Linear]:
             f"audit model must have parameters only in nn.Linear layers; got {foreign[:3]}"
         )
     return linears
+
+
+def _is_dropout(module: nn.Module) -> bool:
+    return isinstance(
+        module, nn.Dropout | nn.Dropout1d | nn.Dropout2d | nn.Dropout3d | nn.AlphaDropout
+    )
 
 
 # ----------------------------------------------------------------- per-step scoring

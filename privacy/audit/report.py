@@ -544,9 +544,13 @@ def _build_report(
     )
     guarantee = _guarantee(ledger, clients, findings)
     audit = None
-    if canary:
-        client, sigma, q, clip, steps = _audited_mechanism(ledger, clients)
-        delta = clients[0].delta
+    mechanism = _audited_mechanism(ledger, clients) if canary else None
+    if mechanism is not None and mechanism[4] == 0:
+        findings.append("canary audit not run: the ledger records no DP-SGD steps")
+        mechanism = None
+    if mechanism is not None:
+        client, sigma, q, clip, steps = mechanism
+        delta = next(c.delta for c in clients if c.client == client)
         audit = run_canary_audit(
             client=client,
             noise_multiplier=sigma,

@@ -188,3 +188,8 @@ def test_result_repr_hides_the_inclusion_bits():
     )
     assert "True" not in repr(result) and "included" not in repr(result)
     assert result.scores.shape == (20,) and result.included.dtype == bool
+
+
+def test_instrument_must_be_deterministic():
+    with pytest.raises(PrivacyParameterError, match="dropout"):
+        _check_instrument(nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5), nn.Linear(3, 2)), 4)

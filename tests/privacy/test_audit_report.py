@@ -89,7 +89,7 @@ def quick(run_dir, **kw):
 @pytest.mark.slow
 def test_audit_writes_the_three_files_and_a_consistent_canary_verdict(tmp_path):
     run_dir = make_run(tmp_path)
-    report = audit_run(run_dir, rng_source=ChaChaSource("report-audit"))
+    report = audit_run(run_dir, rng_source=ChaChaSource("report-audit"), canaries=400)
     for name in (AUDIT_JSON, AUDIT_MD, AUDIT_PLOT):
         assert (run_dir / name).stat().st_size > 0
     assert (run_dir / AUDIT_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
