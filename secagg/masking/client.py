@@ -323,7 +323,7 @@ class MaskingClient(ClientRole):
                 "survivors and dropped must be disjoint (never reveal both shares of a client); "
                 f"got {len(survivors & dropped)} in both"
             )
-        if self._signed is None or tuple(sorted(survivors, key=p.position)) != self._signed:
+        if self._signed is None or survivors != set(self._signed):
             raise InconsistentViewError("survivors must equal the set this client signed")
         if len(survivors) < p.threshold:
             raise InsufficientParticipantsError(

@@ -90,6 +90,7 @@ class RoundParams:
         object.__setattr__(self, "_position", {p: i for i, p in enumerate(self.cohort)})
         object.__setattr__(self, "_neighbour_cache", {})
         object.__setattr__(self, "_holder_cache", {})
+        object.__setattr__(self, "_survivor_digests", {})
 
     def position(self, party: PartyId) -> int:
         return self._position[party]  # type: ignore[attr-defined]
@@ -143,9 +144,13 @@ class RoundParams:
         return hashlib.sha256(body).digest()
 
     def survivor_payload(self, signer: PartyId, survivors: tuple[PartyId, ...]) -> bytes:
-        """What a client signs in the consistency check."""
-        ordered = sorted(survivors, key=self.position)
-        return frame(self.session, self.context(signer), *(p.encode() for p in ordered))
+        """What a client signs in the consistency check: the round, itself, the survivor set."""
+        digests: dict[tuple[PartyId, ...], bytes] = self._survivor_digests  # type: ignore[attr-defined]
+        ordered = tuple(sorted(survivors, key=self.position))
+        if ordered not in digests:  # one digest per set, not one n-long frame per signature
+            body = frame(b"secagg/masking/v1/survivors", *(p.encode() for p in ordered))
+            digests[ordered] = hashlib.sha256(body).digest()
+        return frame(self.session, self.context(signer), digests[ordered])
 
     def advert_payload(self, owner: PartyId, enc: bytes, mask: bytes, commitment: bytes) -> bytes:
         return frame(self.session, self.context(owner), enc, mask, commitment)

@@ -273,3 +273,23 @@ def test_reprs_carry_no_secrets():
     text = repr(client) + repr(d.session.coordinator) + repr(d.held[0])
     assert "client/0" in text
     assert client._seed.hex() not in text and "vector" not in text.lower()
+
+
+def test_unknown_parties_in_server_lists_refused_with_named_errors():
+    # threat: a server names outsiders to confuse a client's bookkeeping
+    d = drive(4, hold_to="client/0")
+    [request] = d.held
+    outsider = dataclasses.replace(request, survivors=request.survivors + ("client/99",))
+    with pytest.raises(InconsistentViewError):
+        d.session.clients["client/0"].handle(wire(outsider))
+    d3 = drive(3, hold_to="client/0")
+    [consistency] = d3.held
+    with pytest.raises(InconsistentViewError):
+        d3.session.clients["client/0"].handle(
+            wire(dataclasses.replace(consistency, survivors=consistency.survivors + ("mallory",)))
+        )
+    d1 = drive(1, hold_to="client/0")
+    [roster] = d1.held
+    renamed = dataclasses.replace(roster, parties=("mallory",) + roster.parties[1:])
+    with pytest.raises(InconsistentViewError):
+        d1.session.clients["client/0"].handle(wire(renamed))
