@@ -48,8 +48,11 @@ __all__ = [
     "ClientStatus",
     "RunDirectoryError",
     "audit_run",
+    "plot_epsilon_over_rounds",
+    "print_report",
     "render_console",
     "render_markdown",
+    "run_canary_audit",
     "write_report",
 ]
 
@@ -127,15 +130,21 @@ class AuditReport:
     client_level: list[ClientStatus]
     guarantee: dict[str, Any]
     canary: CanaryAudit | None
-    findings: list[str]  # problems found (empty when everything checks out)
+    findings: list[str]  # problems: uncovered rounds, ε mismatches, a VIOLATION
+    caveats: list[str]  # limits and red flags that are not proofs of a problem
     files: list[str]
+
+    @property
+    def passed(self) -> bool:
+        """No problem found (the CLI's exit status): caveats do not fail an audit."""
+        return not self.findings
 
     @property
     def epsilon_max(self) -> float:
         return max((c.epsilon_spent for c in self.clients), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"epsilon_max": self.epsilon_max}
+        return dataclasses.asdict(self) | {"epsilon_max": self.epsilon_max, "passed": self.passed}
 
 
 # ----------------------------------------------------------------- reading the run
@@ -519,8 +528,9 @@ def audit_run(
     finally:
         ledger.close()
     target = Path(out_dir) if out_dir is not None else run_dir
-    files = write_report(report, target)
-    return dataclasses.replace(report, files=[str(p) for p in files])
+    report = dataclasses.replace(report, files=[AUDIT_JSON, AUDIT_MD, AUDIT_PLOT])
+    write_report(report, target)
+    return report
 
 
 def _build_report(
@@ -543,10 +553,11 @@ def _build_report(
         _coverage_findings(result, ledger) + _epsilon_findings(clients) + _recompute_finding(ledger)
     )
     guarantee = _guarantee(ledger, clients, findings)
+    caveats: list[str] = []
     audit = None
     mechanism = _audited_mechanism(ledger, clients) if canary else None
     if mechanism is not None and mechanism[4] == 0:
-        findings.append("canary audit not run: the ledger records no DP-SGD steps")
+        caveats.append("canary audit not run: the ledger records no DP-SGD steps")
         mechanism = None
     if mechanism is not None:
         client, sigma, q, clip, steps = mechanism
@@ -570,7 +581,7 @@ def _build_report(
                 f"ε {audit.theoretical_epsilon:.3f}: the DP implementation or its accounting is "
                 "broken"
             )
-        findings += _canary_warnings(audit)
+        caveats += _canary_warnings(audit)
     scheme = result.get("scheme")
     return AuditReport(
         run_dir=str(run_dir),
@@ -582,7 +593,8 @@ def _build_report(
         guarantee=guarantee,
         canary=audit,
         findings=findings,
-        files=[],
+        caveats=caveats,
+        files=[],  # filled in by audit_run once the output directory is known
     )
 
 
@@ -757,6 +769,8 @@ def render_markdown(report: AuditReport) -> str:
         ]
     lines += ["## Findings", ""]
     lines += [f"- {f}" for f in report.findings] or ["None: every check passed."]
+    if report.caveats:
+        lines += ["", "## Caveats", ""] + [f"- {c}" for c in report.caveats]
     lines += ["", f"![ε over rounds]({AUDIT_PLOT})", ""]
     return "\n".join(lines)
 
@@ -793,6 +807,8 @@ def render_console(report: AuditReport) -> Any:
         parts.append(table)
     if report.findings:
         parts.append(Panel("\n".join(report.findings), title="Findings", border_style="red"))
+    if report.caveats:
+        parts.append(Panel("\n".join(report.caveats), title="Caveats", border_style="yellow"))
     return Group(*parts)
 
 

@@ -98,7 +98,8 @@ def test_audit_writes_the_three_files_and_a_consistent_canary_verdict(tmp_path):
     assert audit["steps"] == 5 * STEPS and audit["noise_multiplier"] == SIGMA
     assert audit["theoretical_epsilon"] == pytest.approx(report.clients[0].epsilon_spent, rel=1e-6)
     assert 0 < audit["lower_bound"] <= audit["theoretical_epsilon"]
-    assert audit["verdict"] == "consistent" and report.findings == []
+    assert audit["verdict"] == "consistent" and report.findings == [] and report.passed
+    assert doc["passed"] is True and doc["files"] == [AUDIT_JSON, AUDIT_MD, AUDIT_PLOT]
     md = (run_dir / AUDIT_MD).read_text()
     assert "consistent" in md and "add-or-remove-one" in md and AUDIT_PLOT in md
 
@@ -146,7 +147,7 @@ def test_a_participant_without_a_ledger_entry_is_reported(tmp_path):
     # Threat covered: a round whose spend was never recorded (under-reported ε).
     report = quick(make_run(tmp_path, skip=("client-1", 3)))
     assert any("client-1@3" in f for f in report.findings)
-    assert report.guarantee["all_rounds_covered"] is False
+    assert report.guarantee["all_rounds_covered"] is False and not report.passed
     assert "NOT" in report.guarantee["statement"]
 
 
