@@ -61,6 +61,11 @@ CONFIG_KEYS: dict[str, str] = {
 FILE_ONLY_KEYS = ("no-dp", "out")
 
 
+def _d(field: str) -> str:
+    """ " (default: X)." from FederationConfig, so --help never disagrees with the code."""
+    return f" (default: {FederationConfig.__dataclass_fields__[field].default})."
+
+
 @app.callback()
 def main() -> None:
     """secagg: federated learning over secure aggregation."""
@@ -178,39 +183,41 @@ def run(
         None, "--config", help="TOML file; keys are the flag names."
     ),
     scheme: str | None = typer.Option(
-        None, help=f"plain, masking or ckks [default: {DEFAULT_SCHEME}]"
+        None, help=f"plain, masking or ckks (default: {DEFAULT_SCHEME})."
     ),
-    clients: int | None = typer.Option(None, help="Number of clients [default: 10]."),
-    rounds: int | None = typer.Option(None, help="Federated rounds [default: 10]."),
-    committee: int | None = typer.Option(None, help="Key holders (CKKS) [default: 5]."),
+    clients: int | None = typer.Option(None, help="Number of clients" + _d("clients")),
+    rounds: int | None = typer.Option(None, help="Federated rounds" + _d("rounds")),
+    committee: int | None = typer.Option(None, help="Key holders (CKKS)" + _d("committee")),
     threshold: int | None = typer.Option(
-        None, help="Parties needed to finish a round [scheme default]."
+        None, help="Parties needed to finish a round (default: the scheme's)."
     ),
-    graph: str | None = typer.Option(None, help="Masking graph: full or sparse [default: full]."),
+    graph: str | None = typer.Option(None, help="Masking graph: full or sparse" + _d("graph")),
     dropout: float | None = typer.Option(
-        None, help="Per-round client dropout probability [default: 0]."
+        None, help="Per-round client dropout probability" + _d("dropout")
     ),
     epsilon: float | None = typer.Option(None, help="DP-SGD target ε per client (turns DP on)."),
     delta: float | None = typer.Option(None, help="DP-SGD δ."),
     no_dp: bool | None = typer.Option(None, "--no-dp", help="Train without differential privacy."),
     seed: int | None = typer.Option(
-        None, help="Simulation seed (data split, init, dropouts) [default: 0]."
+        None, help="Simulation seed (data split, init, dropouts)" + _d("seed")
     ),
     out: Path | None = typer.Option(
-        None, help="Run directory [default: runs/<UTC time>-<scheme>]."
+        None, help="Run directory (default: runs/<UTC time>-<scheme>)."
     ),
-    partition: str | None = typer.Option(None, help="iid or dirichlet [default: iid]."),
-    alpha: float | None = typer.Option(None, help="Dirichlet concentration [default: 0.5]."),
-    local_epochs: int | None = typer.Option(None, help="Local epochs per round [default: 3]."),
-    lr: float | None = typer.Option(None, help="Local learning rate [default: 0.2]."),
-    batch_size: int | None = typer.Option(None, help="Local batch size [default: 32]."),
-    optimizer: str | None = typer.Option(None, help="sgd or adam [default: sgd]."),
+    partition: str | None = typer.Option(None, help="iid or dirichlet" + _d("partition")),
+    alpha: float | None = typer.Option(None, help="Dirichlet concentration" + _d("alpha")),
+    local_epochs: int | None = typer.Option(
+        None, help="Local epochs per round" + _d("local_epochs")
+    ),
+    lr: float | None = typer.Option(None, help="Local learning rate" + _d("lr")),
+    batch_size: int | None = typer.Option(None, help="Local batch size" + _d("batch_size")),
+    optimizer: str | None = typer.Option(None, help="sgd or adam" + _d("optimizer")),
     update_clip: float | None = typer.Option(
-        None, help="L2 clip of each client's update [default: 5]."
+        None, help="L2 clip of each client's update" + _d("update_clip")
     ),
-    model: str | None = typer.Option(None, help="Registered model name [default: mlp]."),
+    model: str | None = typer.Option(None, help="Registered model name" + _d("model")),
     clients_per_round: int | None = typer.Option(
-        None, help="Clients sampled per round [default: all]."
+        None, help="Clients sampled per round (default: all)."
     ),
 ) -> None:
     """Train a federated model over secure aggregation and write a run directory."""
