@@ -293,6 +293,21 @@ def evaluate(model: nn.Module, data: FederatedData) -> tuple[float, float]:
     return accuracy, loss
 
 
+def _check_model_fits(model: nn.Module, data: FederatedData) -> None:
+    """Fail early and clearly if ``model`` cannot map the data's samples to class logits."""
+    expected = (2, data.num_classes)
+    try:
+        with torch.no_grad():
+            shape = tuple(model(torch.from_numpy(data.x_test[:2])).shape)
+    except (RuntimeError, ValueError, TypeError):
+        shape = None
+    if shape != expected:
+        raise ParameterError(
+            f"model must map inputs of shape {data.input_shape} to {data.num_classes} logits; "
+            f"got output shape {shape}"
+        )
+
+
 def _seed_from(rng: Csprng) -> int:
     return int(rng.uint64(1)[0] >> np.uint64(1))  # torch seeds are signed 64-bit
 
@@ -335,6 +350,7 @@ class Federation:
         self.dim = layout_of(self.model).size
         if self.dim < 1:
             raise ParameterError("model must have at least one floating-point parameter")
+        _check_model_fits(self.model, self.data)
         self.aggregation = AggregationConfig(
             max_clients=config.clients,
             value_bound=max(config.update_clip, 1.0) * float(self.weights.max()),

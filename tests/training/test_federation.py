@@ -168,6 +168,10 @@ def test_a_mismatched_model_is_refused():
     empty = nn.Sequential(nn.ReLU())
     with pytest.raises(ParameterError, match="at least one"):
         Federation(FederationConfig(), model=empty)
+    with pytest.raises(ParameterError, match="must map inputs of shape"):
+        Federation(FederationConfig(), model=nn.Linear(63, 10))  # digits have 64 features
+    with pytest.raises(ParameterError, match="10 logits"):
+        Federation(FederationConfig(), model=nn.Linear(64, 3))
 
 
 def test_config_is_frozen():
