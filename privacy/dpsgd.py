@@ -159,6 +159,11 @@ def validate_model(model: torch.nn.Module) -> None:
     """
     if not isinstance(model, torch.nn.Module):
         raise PrivacyParameterError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    # Opacus also refuses a model in eval mode; that is not a layer problem (a
+    # federated client's copy of an evaluated global model is in eval mode), and
+    # train_dp_sgd switches to training mode anyway, so validate the layers as trained.
+    was_training = model.training
+    model.train()
     try:
         ModuleValidator.validate(model, strict=True)
         GradSampleModule.validate(model, strict=True)
@@ -167,6 +172,8 @@ def validate_model(model: torch.nn.Module) -> None:
         raise InsecureConfigurationError(
             f"model must contain only DP-compatible layers; got unsupported {layers or 'layers'}"
         ) from exc
+    finally:
+        model.train(was_training)
     if not any(p.requires_grad for p in model.parameters()):
         raise PrivacyParameterError("model must have trainable parameters; got none")
 

@@ -1,13 +1,16 @@
-"""The ``secagg`` command line: ``secagg run`` (federated training over a secure sum).
+"""The ``secagg`` command line: ``run`` (federated training), ``audit``, ``bench``.
 
-Settings come from, in increasing priority: :class:`FederationConfig`'s defaults
-(with :data:`DEFAULT_SCHEME`), a ``--config FILE.toml`` whose keys are the flag
-names (``local-epochs = 3``; ``local_epochs`` is accepted too), and the flags.
+Settings of ``secagg run`` come from, in increasing priority:
+:class:`FederationConfig`'s defaults (with :data:`DEFAULT_SCHEME`, and under DP
+:data:`~training.privacy_plan.DP_TRAINING_DEFAULTS` for the local-training
+settings not given), a ``--config FILE.toml`` whose keys are the flag names
+(``local-epochs = 3``; ``local_epochs`` is accepted too), and the flags.
 Any bad setting ends the command with one ``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,14 +22,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from privacy.errors import PrivacyError
 from secagg.errors import SecAggError
 from training.federation import Federation, FederationConfig, FederationResult, RoundRecord
+from training.privacy_plan import DEFAULT_DELTA, DEFAULT_EPSILON, DP_TRAINING_DEFAULTS
 
 # The scheme `secagg run` uses when none is given (DESIGN §6: threshold CKKS).
 # "plain" here would make the default run the INSECURE reference.
 DEFAULT_SCHEME = "ckks"
 # Whether `secagg run` trains with DP-SGD unless told --no-dp.
-DP_BY_DEFAULT = False
+DP_BY_DEFAULT = True
 
 USAGE_ERROR = 2
 
@@ -47,6 +52,9 @@ CONFIG_KEYS: dict[str, str] = {
     "dropout": "dropout",
     "epsilon": "epsilon",
     "delta": "delta",
+    "budget": "budget",
+    "noise-multiplier": "noise_multiplier",
+    "max-grad-norm": "max_grad_norm",
     "seed": "seed",
     "partition": "partition",
     "alpha": "alpha",
@@ -59,6 +67,7 @@ CONFIG_KEYS: dict[str, str] = {
     "clients-per-round": "clients_per_round",
 }
 FILE_ONLY_KEYS = ("no-dp", "out")
+DP_KEYS = ("epsilon", "delta", "budget", "noise-multiplier", "max-grad-norm")
 
 
 def _d(field: str) -> str:
@@ -66,9 +75,18 @@ def _d(field: str) -> str:
     return f" (default: {FederationConfig.__dataclass_fields__[field].default})."
 
 
+def _dp_d(field: str) -> str:
+    """ " (default: X with DP, Y without)." for the settings DP-SGD tunes differently."""
+    plain = FederationConfig.__dataclass_fields__[field].default
+    return f" (default: {DP_TRAINING_DEFAULTS[field]} with DP, {plain} without)."
+
+
 @app.callback()
 def main() -> None:
     """secagg: federated learning over secure aggregation."""
+    # dp-accounting's RDP cross-check logs (via absl) every Rényi order it drops
+    # for numerical reasons; the bound stays valid, and the lines drown the output.
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 class ConfigError(Exception):
@@ -116,7 +134,20 @@ def resolve_settings(
     fields: dict[str, Any] = {"scheme": DEFAULT_SCHEME}
     fields.update({CONFIG_KEYS[k]: v for k, v in merged.items() if k in CONFIG_KEYS})
     no_dp = bool(merged.get("no-dp", False))
-    fields["dp"] = not no_dp and (merged.get("epsilon") is not None or DP_BY_DEFAULT)
+    dp = not no_dp and (DP_BY_DEFAULT or any(merged.get(k) is not None for k in DP_KEYS))
+    if no_dp:
+        given = [k for k in DP_KEYS if merged.get(k) is not None]
+        if given:
+            raise ConfigError(
+                f"{given[0]} must not be set together with no-dp; got both "
+                "(drop --no-dp to train with DP-SGD)"
+            )
+    fields["dp"] = dp
+    if dp:
+        fields.setdefault("epsilon", DEFAULT_EPSILON)
+        fields.setdefault("delta", DEFAULT_DELTA)
+        for key, value in DP_TRAINING_DEFAULTS.items():
+            fields.setdefault(key, value)
     out = merged.get("out")
     return FederationConfig(**fields), Path(out) if out is not None else None
 
@@ -144,31 +175,76 @@ def summary_table(result: FederationResult) -> Table:
         "acc",
         "loss",
         "in/out",
-        "up kB",
-        "dn kB",
-        "prot s",
-        "agg s",
-        "dec s",
+        "up/dn kB",
+        "prot",
+        "agg",
+        "dec",
         "sec",
     )
-    for column in columns:
+    dp = bool(result.privacy.get("enabled"))
+    for column in (*columns, "ε max") if dp else columns:
         table.add_column(column, justify="right", no_wrap=True)
     for r in result.rounds:
         s = r.seconds
-        table.add_row(
+        cells = [
             f"{r.round}{'!' if r.aborted else ''}",
             f"{r.accuracy:.3f}",
             f"{r.loss:.3f}",
             f"{len(r.participants)}/{len(r.dropped)}",
-            _kb(r.bytes_up_per_client),
-            _kb(r.bytes_down_per_client),
+            f"{_kb(r.bytes_up_per_client)}/{_kb(r.bytes_down_per_client)}",
             f"{s['protect']:.2f}",
             f"{s['aggregate']:.2f}",
             f"{s['decrypt']:.2f}",
             f"{s['total']:.2f}",
-        )
-    table.caption = "in/out: clients in the sum / dropped out; sec: round wall time; !: aborted"
+        ]
+        if dp:
+            cells.append("—" if r.epsilon_max is None else f"{r.epsilon_max:.2f}")
+        table.add_row(*cells)
+    table.caption = (
+        "in/out: clients in the sum / dropped out; prot/agg/dec: seconds protecting, "
+        "aggregating, decrypting; sec: round wall time; !: aborted"
+    )
+    if dp:
+        table.caption += "; ε max: largest cumulative ε of any client after the round"
     return table
+
+
+def privacy_table(result: FederationResult) -> Table:
+    """Per client: records, q, σ, steps run, ε (accountant of record), RDP check, budget."""
+    p = result.privacy
+    table = Table(
+        title=f"privacy per client (record-level DP-SGD, δ={p['delta']:g})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in ("client", "records", "q", "σ", "steps", "ε (PLD)", "ε (RDP)", "budget"):
+        table.add_column(column, justify="left" if column == "client" else "right", no_wrap=True)
+    rdp = p["cross_check"]["epsilon_per_client"]
+    for index, (client, eps) in enumerate(p["epsilon_per_client"].items()):
+        table.add_row(
+            client,
+            str(result.client_sizes[index]),
+            f"{p['sample_rate'][client]:.3f}",
+            f"{p['noise_multiplier'][client]:.3f}",
+            str(p["steps"]["run"][client]),
+            f"{eps:.3f}",
+            f"{rdp[client]:.3f}",
+            f"{p['budget']:g}",
+        )
+    return table
+
+
+def privacy_line(result: FederationResult) -> str:
+    """One line saying what the run's privacy guarantee is (or that there is none)."""
+    p = result.privacy
+    if not p.get("enabled"):
+        return "privacy: no differential privacy (the model and aggregates carry no (ε, δ) bound)"
+    ledger = p["ledger"]
+    where = f"{ledger['path']} (temporary)" if ledger["temporary"] else ledger["path"]
+    return (
+        f"privacy: DP-SGD, {p['unit']}: ε ≤ {p['epsilon_max']:.3f} at δ={p['delta']:g} "
+        f"(budget ε={p['budget']:g}; {p['accountant']}); ledger {where}"
+    )
 
 
 def _fail(message: str) -> typer.Exit:
@@ -195,9 +271,23 @@ def run(
     dropout: float | None = typer.Option(
         None, help="Per-round client dropout probability" + _d("dropout")
     ),
-    epsilon: float | None = typer.Option(None, help="DP-SGD target ε per client (turns DP on)."),
-    delta: float | None = typer.Option(None, help="DP-SGD δ."),
-    no_dp: bool | None = typer.Option(None, "--no-dp", help="Train without differential privacy."),
+    epsilon: float | None = typer.Option(
+        None,
+        help=f"DP-SGD target ε per client over the whole run (default: {DEFAULT_EPSILON:g}).",
+    ),
+    delta: float | None = typer.Option(None, help=f"DP-SGD δ (default: {DEFAULT_DELTA:g})."),
+    budget: float | None = typer.Option(
+        None, help="Ledger budget ε per client; rounds past it are refused (default: --epsilon)."
+    ),
+    noise_multiplier: float | None = typer.Option(
+        None, help="Fixed DP-SGD noise multiplier σ instead of calibrating it to --epsilon."
+    ),
+    max_grad_norm: float | None = typer.Option(
+        None, help="DP-SGD per-sample clipping norm" + _d("max_grad_norm")
+    ),
+    no_dp: bool | None = typer.Option(
+        None, "--no-dp", help="Train without differential privacy (DP-SGD is on by default)."
+    ),
     seed: int | None = typer.Option(
         None, help="Simulation seed (data split, init, dropouts)" + _d("seed")
     ),
@@ -207,10 +297,12 @@ def run(
     partition: str | None = typer.Option(None, help="iid or dirichlet" + _d("partition")),
     alpha: float | None = typer.Option(None, help="Dirichlet concentration" + _d("alpha")),
     local_epochs: int | None = typer.Option(
-        None, help="Local epochs per round" + _d("local_epochs")
+        None, help="Local epochs per round" + _dp_d("local_epochs")
     ),
-    lr: float | None = typer.Option(None, help="Local learning rate" + _d("lr")),
-    batch_size: int | None = typer.Option(None, help="Local batch size" + _d("batch_size")),
+    lr: float | None = typer.Option(None, help="Local learning rate" + _dp_d("lr")),
+    batch_size: int | None = typer.Option(
+        None, help="Local (expected, under DP) batch size" + _dp_d("batch_size")
+    ),
     optimizer: str | None = typer.Option(None, help="sgd or adam" + _d("optimizer")),
     update_clip: float | None = typer.Option(
         None, help="L2 clip of each client's update" + _d("update_clip")
@@ -235,6 +327,9 @@ def run(
         "dropout": dropout,
         "epsilon": epsilon,
         "delta": delta,
+        "budget": budget,
+        "noise-multiplier": noise_multiplier,
+        "max-grad-norm": max_grad_norm,
         "no-dp": no_dp,
         "seed": seed,
         "out": str(out) if out else None,
@@ -257,13 +352,16 @@ def run(
     except (ConfigError, SecAggError) as exc:
         raise _fail(str(exc)) from None
     try:
-        federation = Federation(settings)  # validates data, partition, scheme, DP before any output
+        # validates data, partition, scheme and DP (calibration) before any output
+        federation = Federation(settings, ledger_path=run_dir / "ledger")
         result = _run_with_progress(console, federation)
-    except SecAggError as exc:
+    except (SecAggError, PrivacyError) as exc:
         _remove_if_empty(run_dir)
         raise _fail(str(exc)) from None
     write_run_dir(result, run_dir)
     console.print(summary_table(result))
+    if result.privacy.get("enabled"):
+        console.print(privacy_table(result))
     if result.setup is not None:
         console.print(
             f"key ceremony: {result.setup.bytes_total / 1000:.1f} kB in "
@@ -271,9 +369,13 @@ def run(
         )
     if result.scheme.get("insecure"):
         _warn_insecure(console, settings.scheme)
-    console.print(
-        f"privacy: {'DP-SGD' if result.privacy.get('enabled') else 'no differential privacy'}"
-    )
+    console.print(privacy_line(result), markup=False)
+    if result.stopped is not None:
+        console.print(
+            f"[bold yellow]stopped:[/] privacy budget exhausted before round "
+            f"{result.stopped['round']} of {settings.rounds}: no client could afford it "
+            f"(budget ε={result.privacy.get('budget'):g})"
+        )
     console.print(f"run directory: {run_dir}", markup=False)
     console.print(f"final accuracy: {result.final_accuracy:.4f}")
 
@@ -294,9 +396,85 @@ def _run_with_progress(console: Console, federation: Federation) -> FederationRe
 
         def on_round(record: RoundRecord) -> None:
             status = "aborted" if record.aborted else f"acc {record.accuracy:.3f}"
+            if record.epsilon_max is not None:
+                status += f"  ε max {record.epsilon_max:.2f}"
+            if record.refused_budget:
+                status += f"  {len(record.refused_budget)} over budget"
             progress.update(task, advance=1, status=status)
 
         return federation.run(on_round=on_round)
+
+
+@app.command()
+def audit(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `secagg run`."),
+    out: Path | None = typer.Option(
+        None, help="Where to write audit.json, audit.md and the plot (default: RUN_DIR)."
+    ),
+    canary: bool = typer.Option(
+        True, "--canary/--no-canary", help="Run the empirical one-run canary audit."
+    ),
+) -> None:
+    """Audit a finished run's privacy budget: ε per client, guarantee, canary lower bound.
+
+    Exit status 0 when the audit passes, 2 when it finds a problem (or cannot run).
+    """
+    from privacy.audit.report import audit_run, render_console
+
+    torch.set_num_threads(1)
+    console = Console(highlight=False)
+    try:
+        report = audit_run(run_dir, out_dir=out, canary=canary)
+    except PrivacyError as exc:
+        raise _fail(str(exc)) from None
+    console.print(render_console(report))
+    verdict = report.canary.verdict if report.canary is not None else "not run"
+    status = "passed" if report.passed else f"FAILED ({len(report.findings)} findings)"
+    console.print(f"audit {status}; canary verdict: {verdict}", markup=False)
+    written = Path(out) if out is not None else Path(run_dir)
+    console.print(f"audit written to: {written}", markup=False)
+    if not report.passed:
+        raise typer.Exit(code=USAGE_ERROR)
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="The smoke-test grid (about 2 minutes)."),
+    out: Path = typer.Option(Path("runs/bench"), help="Output directory for the results."),
+    grid: str | None = typer.Option(
+        None,
+        help="A preset (quick, standard, full) or 'preset;key=v1,v2;...' "
+        "(keys: schemes, dims, clients, dropouts, cell_seconds, e2e, e2e_rounds, e2e_clients, "
+        "seed).",
+    ),
+    plan: bool = typer.Option(False, "--plan", help="Only print which cells would run."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Measure what secure aggregation costs over the plaintext sum (seconds and bytes)."""
+    from benchmarks.harness import estimate_plan, run_benchmark
+
+    torch.set_num_threads(1)
+    console = Console(highlight=False)
+    try:
+        if plan:
+            estimate = estimate_plan(grid, quick=quick)
+            console.print(
+                f"grid {estimate['grid']}: {estimate['cells_run']} cells to run, "
+                f"~{estimate['estimated_seconds'] / 60:.0f} min estimated",
+                markup=False,
+            )
+            return
+        results = run_benchmark(quick=quick, out_dir=out, progress=not no_progress, grid=grid)
+    except SecAggError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"benchmark results written to {out}: results.json, results.md and plots "
+        f"({results['duration_seconds']:.0f} s)",
+        markup=False,
+    )
+    for goal in results.get("goals", []):
+        met = {True: "met", False: "NOT MET", None: "not measured"}[goal["met"]]
+        console.print(f"  {met:>12}  {goal['goal']}  {goal['target']}", markup=False)
 
 
 def _remove_if_empty(path: Path) -> None:

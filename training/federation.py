@@ -26,12 +26,15 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from privacy.dpsgd import validate_model
+from privacy.errors import BudgetExceededError
 from secagg.errors import InsufficientParticipantsError, ParameterError
 from secagg.protocol import Aggregate, PartyId, Scheme, client_id
 from secagg.rand import Csprng, DeterministicRng, SystemRng
@@ -46,10 +49,18 @@ from training.client import (
 )
 from training.data import PARTITIONS, FederatedData, load_digits_data, partition
 from training.models import available_models, build_model
+from training.privacy_plan import (
+    DEFAULT_DELTA,
+    DEFAULT_EPSILON,
+    DEFAULT_MAX_GRAD_NORM,
+    PrivacyPlan,
+)
 from training.transport import InProcessTransport, TrafficReport
 from training.updates import fedavg_from_sum, flatten, layout_of, load_flat, sample_weights
 
 GRAPHS = ("full", "sparse")
+# Round records list every client's ε only for federations up to this size.
+EPSILON_PER_ROUND_MAX_CLIENTS = 32
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -77,7 +88,10 @@ class FederationConfig:
 
     ``threshold=None`` lets the scheme choose its default; ``clients_per_round=None``
     selects every client each round. ``dp``/``epsilon``/``delta`` describe the
-    DP-SGD request (record-level, per client, over the whole run).
+    DP-SGD request (record-level, per client, over the whole run): σ is calibrated
+    so that ``rounds`` rounds cost at most ``epsilon`` (default 8) at ``delta``
+    (default 1e-5), unless ``noise_multiplier`` fixes σ; ``budget`` is the ledger
+    budget per client (default ``epsilon``); ``max_grad_norm`` the per-sample clip.
     """
 
     scheme: str = "plain"
@@ -100,6 +114,9 @@ class FederationConfig:
     dp: bool = False
     epsilon: float | None = None
     delta: float | None = None
+    budget: float | None = None
+    noise_multiplier: float | None = None
+    max_grad_norm: float = DEFAULT_MAX_GRAD_NORM
 
     def __post_init__(self) -> None:
         if self.scheme not in available_schemes():
@@ -136,8 +153,10 @@ class FederationConfig:
         _choice("model", self.model, available_models())
         if not isinstance(self.dp, bool):
             raise ParameterError(f"dp must be true or false; got {self.dp!r}")
-        if self.epsilon is not None:
-            _positive_float("epsilon", self.epsilon)
+        for name in ("epsilon", "budget", "noise_multiplier"):
+            if getattr(self, name) is not None:
+                _positive_float(name, getattr(self, name))
+        _positive_float("max_grad_norm", self.max_grad_norm)
         if self.delta is not None and (
             isinstance(self.delta, bool)
             or not isinstance(self.delta, int | float)
@@ -149,26 +168,52 @@ class FederationConfig:
     def local(self) -> LocalSettings:
         return LocalSettings(self.local_epochs, self.batch_size, self.lr, self.optimizer)
 
+    @property
+    def dp_epsilon(self) -> float:
+        """The per-client ε target (the default when unset)."""
+        return self.epsilon if self.epsilon is not None else DEFAULT_EPSILON
+
+    @property
+    def dp_delta(self) -> float:
+        return self.delta if self.delta is not None else DEFAULT_DELTA
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------
-# Differential privacy plugs in here, and only here.
+# Differential privacy plugs in here, and only here (the work is in privacy_plan).
 
 
-def local_trainer_for(config: FederationConfig) -> LocalTrainer:
-    """The local training function a run uses: plain SGD/Adam, or DP-SGD when ``config.dp``."""
-    if config.dp:
-        raise ParameterError(
-            "dp must be off until DP-SGD (privacy.dpsgd) is wired in; got dp=true "
-            "(pass --no-dp, or set dp = false)"
-        )
-    return train_local
+def privacy_plan_for(
+    config: FederationConfig,
+    sizes: dict[PartyId, int],
+    *,
+    rng: Csprng,
+    ledger_path: Path | None,
+) -> PrivacyPlan | None:
+    """The run's DP-SGD plan (σ calibrated once, budgets in the ledger), or ``None`` without DP."""
+    if not config.dp:
+        return None
+    return PrivacyPlan(
+        sizes,
+        rounds=config.rounds,
+        batch_size=config.batch_size,
+        local_epochs=config.local_epochs,
+        lr=config.lr,
+        optimizer=config.optimizer,
+        target_epsilon=config.dp_epsilon,
+        budget_epsilon=config.budget,
+        delta=config.dp_delta,
+        max_grad_norm=config.max_grad_norm,
+        noise_multiplier=config.noise_multiplier,
+        rng=rng,
+        ledger_path=ledger_path,
+    )
 
 
-def privacy_summary(config: FederationConfig, clients: list[PartyId]) -> dict[str, Any]:
-    """The ``privacy`` block of result.json: honest about a run without DP."""
+def no_privacy_summary() -> dict[str, Any]:
+    """The ``privacy`` block of result.json for a run without DP: honest about it."""
     return {
         "enabled": False,
         "accountant": None,
@@ -176,6 +221,7 @@ def privacy_summary(config: FederationConfig, clients: list[PartyId]) -> dict[st
         "epsilon_per_client": {},
         "epsilon_max": None,
         "budget": None,
+        "stopped": None,
         "note": "no differential privacy: the released aggregates and model carry no (ε, δ) bound",
     }
 
@@ -222,6 +268,9 @@ class RoundRecord:
     aborted: bool = False
     error: str | None = None
     error_bound: float | None = None
+    refused_budget: list[PartyId] = dataclasses.field(default_factory=list)
+    epsilon_max: float | None = None
+    epsilon: dict[PartyId, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -253,6 +302,7 @@ class FederationResult:
     privacy: dict[str, Any]
     dataset: str
     client_sizes: list[int]
+    stopped: dict[str, Any] | None = None
 
     @property
     def final_accuracy(self) -> float:
@@ -272,6 +322,7 @@ class FederationResult:
             "initial_loss": self.initial_loss,
             "rounds": [r.to_dict() for r in self.rounds],
             "final_accuracy": self.final_accuracy,
+            "stopped": self.stopped,
             "privacy": self.privacy,
         }
 
@@ -316,7 +367,10 @@ class Federation:
     """A federation in progress: the global model, the clients' data, the scheme.
 
     Use :func:`run_federation` for a whole run; this class exposes the steps
-    (:meth:`setup`, :meth:`run_round`) for tests and custom loops.
+    (:meth:`setup`, :meth:`run_round`) for tests and custom loops. Under DP,
+    :meth:`run_round` raises :class:`~privacy.errors.BudgetExceededError` when no
+    selected client can afford the round; call :meth:`close` when done (``run``
+    closes the ledger itself).
     """
 
     def __init__(
@@ -327,6 +381,7 @@ class Federation:
         model: nn.Module | None = None,
         rng: Csprng | None = None,
         trainer: LocalTrainer | None = None,
+        ledger_path: Path | None = None,
     ) -> None:
         self.config = config
         self.data = data if data is not None else load_digits_data(seed=config.seed)
@@ -359,23 +414,56 @@ class Federation:
             graph=config.graph,
         )
         self.scheme: Scheme = create_scheme(config.scheme, self.aggregation)
-        self.trainer = trainer if trainer is not None else local_trainer_for(config)
+        if config.dp and trainer is not None:
+            raise ParameterError(
+                "trainer must not be given when dp is on: DP-SGD is the local trainer; "
+                "got a custom trainer"
+            )
         self.rng = rng if rng is not None else SystemRng()
+        if config.dp:
+            validate_model(self.model)  # fail closed before any ledger is written
+        self.privacy = privacy_plan_for(
+            config,
+            {c: int(n) for c, n in zip(self.clients, self.sizes, strict=True)},
+            rng=self.rng,
+            ledger_path=ledger_path,
+        )
+        if self.privacy is not None:
+            self.trainer: LocalTrainer = self.privacy.train
+        else:
+            self.trainer = trainer if trainer is not None else train_local
         self.simulation = DeterministicRng.from_int(config.seed).fork("training/simulation")
         self.transport = InProcessTransport()
         self._x = [torch.from_numpy(self.data.x_train[p]) for p in self.parts]
         self._y = [torch.from_numpy(self.data.y_train[p]) for p in self.parts]
 
     def run(self, *, on_round: Callable[[RoundRecord], None] | None = None) -> FederationResult:
-        """Key ceremony (if any), then ``config.rounds`` rounds; see :func:`run_federation`."""
-        setup = self.setup()
-        initial_accuracy, initial_loss = evaluate(self.model, self.data)
-        rounds: list[RoundRecord] = []
-        for round_number in range(1, self.config.rounds + 1):
-            record = self.run_round(round_number).record
-            rounds.append(record)
-            if on_round is not None:
-                on_round(record)
+        """Key ceremony (if any), then ``config.rounds`` rounds; see :func:`run_federation`.
+
+        Under DP the loop stops early when no client can afford another round;
+        ``stopped`` records that round and why.
+        """
+        try:
+            setup = self.setup()
+            initial_accuracy, initial_loss = evaluate(self.model, self.data)
+            rounds: list[RoundRecord] = []
+            stopped: dict[str, Any] | None = None
+            for round_number in range(1, self.config.rounds + 1):
+                try:
+                    record = self.run_round(round_number).record
+                except BudgetExceededError as exc:
+                    stopped = {"round": round_number, "reason": str(exc)}
+                    break
+                rounds.append(record)
+                if on_round is not None:
+                    on_round(record)
+            privacy = (
+                self.privacy.summary(stopped=stopped)
+                if self.privacy is not None
+                else no_privacy_summary()
+            )
+        finally:
+            self.close()
         return FederationResult(
             config=self.config,
             scheme=self.scheme.describe(),
@@ -384,10 +472,16 @@ class Federation:
             initial_loss=initial_loss,
             rounds=rounds,
             model=self.model,
-            privacy=privacy_summary(self.config, self.clients),
+            privacy=privacy,
             dataset=self.data.name,
             client_sizes=[int(s) for s in self.sizes],
+            stopped=stopped,
         )
+
+    def close(self) -> None:
+        """Close the privacy ledger (if any)."""
+        if self.privacy is not None:
+            self.privacy.close()
 
     # -- steps -------------------------------------------------------------
 
@@ -427,32 +521,54 @@ class Federation:
         }
 
     def train_clients(self, round_number: int, indices: list[int]) -> dict[PartyId, ClientUpdate]:
+        """Local training of the given clients; a client whose own budget guard refuses
+        the round (DP) is left out of the result."""
         updates: dict[PartyId, ClientUpdate] = {}
         for i in indices:
             party = self.clients[i]
             generator = torch.Generator().manual_seed(
                 _seed_from(self.simulation.fork(f"local/{round_number}/{party}"))
             )
-            updates[party] = run_client(
-                party,
-                self.model,
-                self._x[i],
-                self._y[i],
-                self.config.local,
-                round_index=round_number,
-                weight=float(self.weights[i]),
-                update_clip=self.config.update_clip,
-                generator=generator,
-                trainer=self.trainer,
-            )
+            try:
+                updates[party] = run_client(
+                    party,
+                    self.model,
+                    self._x[i],
+                    self._y[i],
+                    self.config.local,
+                    round_index=round_number,
+                    weight=float(self.weights[i]),
+                    update_clip=self.config.update_clip,
+                    generator=generator,
+                    trainer=self.trainer,
+                )
+            except BudgetExceededError:
+                continue
         return updates
 
     def run_round(self, round_number: int) -> RoundOutcome:
-        """One full round; an aborted round (too few survivors) keeps the global model."""
+        """One full round; an aborted round (too few survivors) keeps the global model.
+
+        Raises:
+            BudgetExceededError: under DP, no selected client can afford this round.
+        """
         start = time.perf_counter()
-        indices = self.select(round_number)
-        cohort = [self.clients[i] for i in indices]
-        updates = self.train_clients(round_number, indices)
+        cohort = [self.clients[i] for i in self.select(round_number)]
+        refused: list[PartyId] = []
+        if self.privacy is not None:
+            cohort, refused = self.privacy.admit(round_number, cohort)
+        try:
+            updates = self.train_clients(round_number, [self.clients.index(p) for p in cohort])
+        finally:
+            if self.privacy is not None:  # conservative: charge whoever trained
+                self.privacy.commit(round_number, self._trained(round_number, cohort))
+        trained = [p for p in cohort if p in updates]
+        refused += [p for p in cohort if p not in updates]  # the client's own guard said no
+        cohort = trained
+        if not cohort:
+            raise BudgetExceededError(
+                f"round {round_number} must have a client within its budget; got none"
+            )
         train_seconds = sum(u.metrics.seconds for u in updates.values())
         train_loss = float(np.mean([u.metrics.loss for u in updates.values()]))
         session = self.scheme.open_round(
@@ -485,8 +601,26 @@ class Federation:
             train_loss,
         )
         seconds = dict(record.seconds, total=time.perf_counter() - start)
-        record = dataclasses.replace(record, seconds=seconds)
+        record = dataclasses.replace(
+            record, seconds=seconds, **self._privacy_fields(sorted(refused))
+        )
         return RoundOutcome(record=record, aggregate=aggregate, cohort=cohort)
+
+    def _trained(self, round_number: int, cohort: list[PartyId]) -> list[PartyId]:
+        """Clients whose own budget guard recorded this round (they ran DP-SGD steps)."""
+        if self.privacy is None:
+            return []
+        return [p for p in cohort if self.privacy.trained_in(p, round_number)]
+
+    def _privacy_fields(self, refused: list[PartyId]) -> dict[str, Any]:
+        if self.privacy is None:
+            return {}
+        eps = self.privacy.epsilons()
+        return {
+            "refused_budget": refused,
+            "epsilon_max": max(eps.values(), default=0.0),
+            "epsilon": eps if len(eps) <= EPSILON_PER_ROUND_MAX_CLIENTS else None,
+        }
 
     def _record(
         self,

@@ -65,7 +65,8 @@ def _plot(path: Path, rounds: list[int], values: list[float], ylabel: str, title
 
 
 def write_plots(result: FederationResult, run_dir: Path) -> list[Path]:
-    """accuracy.png and loss.png over rounds (round 0 = the initial global model)."""
+    """accuracy.png and loss.png over rounds (round 0 = the initial global model);
+    epsilon.png (cumulative ε per client) under DP."""
     rounds = [0] + [r.round for r in result.rounds]
     accuracy = [result.initial_accuracy] + [r.accuracy for r in result.rounds]
     loss = [result.initial_loss] + [r.loss for r in result.rounds]
@@ -73,7 +74,71 @@ def write_plots(result: FederationResult, run_dir: Path) -> list[Path]:
     paths = [run_dir / "accuracy.png", run_dir / "loss.png"]
     _plot(paths[0], rounds, accuracy, "test accuracy", f"Test accuracy per round ({scheme})")
     _plot(paths[1], rounds, loss, "test cross-entropy", f"Test loss per round ({scheme})")
+    if result.privacy.get("enabled") and result.rounds:
+        paths.append(run_dir / "epsilon.png")
+        _plot_epsilon(paths[-1], result)
     return paths
+
+
+def _plot_epsilon(path: Path, result: FederationResult) -> None:
+    """Each client's cumulative ε after each round (or the max when clients are many)."""
+    fig = Figure(figsize=(5.5, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    rounds = [0] + [r.round for r in result.rounds]
+    per_client = all(r.epsilon is not None for r in result.rounds)
+    if per_client:
+        for client in result.privacy["epsilon_per_client"]:
+            ys = [0.0] + [(r.epsilon or {}).get(client, 0.0) for r in result.rounds]
+            ax.plot(rounds, ys, marker="o", markersize=3, linewidth=1, label=client)
+        if len(result.privacy["epsilon_per_client"]) <= 10:
+            ax.legend(fontsize=7, ncol=2)
+    else:
+        ys = [0.0] + [r.epsilon_max or 0.0 for r in result.rounds]
+        ax.plot(rounds, ys, marker="o", label="max over clients")
+    ax.axhline(float(result.privacy["budget"]), color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"cumulative ε (δ={result.privacy['delta']:g})")
+    ax.set_title("Record-level ε spent per client (dashed: budget)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def render_privacy(result: FederationResult) -> list[str]:
+    """The report's privacy section: the guarantee in one paragraph and the per-client table."""
+    p = result.privacy
+    if not p.get("enabled"):
+        return ["## Privacy", "", f"Differential privacy: off. {p.get('note', '')}", ""]
+    lines = [
+        "## Privacy",
+        "",
+        f"Record-level DP-SGD per client ({p['unit']}), {p['adjacency']} adjacency, "
+        f"{p['sampling']} sampling, expected batch size {p['expected_batch_size']}, "
+        f"clip norm {p['max_grad_norm']:g}; σ calibrated {p['calibration']}. "
+        f"Accountant of record: {p['accountant']}; RDP cross-check. "
+        f"Largest ε: **{p['epsilon_max']:.3f}** at δ={p['delta']:g} (budget ε={p['budget']:g}).",
+        "",
+    ]
+    if p.get("stopped"):
+        lines += [
+            f"**Stopped before round {p['stopped']['round']}:** {p['stopped']['reason']}",
+            "",
+        ]
+    lines += [
+        "![epsilon](epsilon.png)",
+        "",
+        "| client | q | σ | steps | ε (PLD) | ε (RDP) | budget |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rdp = p["cross_check"]["epsilon_per_client"]
+    for client, eps in p["epsilon_per_client"].items():
+        lines.append(
+            f"| {client} | {p['sample_rate'][client]:.4f} | {p['noise_multiplier'][client]:.4f} "
+            f"| {p['steps']['run'][client]} | {eps:.4f} | {rdp[client]:.4f} | {p['budget']:g} |"
+        )
+    lines += ["", "Audit it with `secagg audit RUN_DIR`.", ""]
+    return lines
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -92,9 +157,8 @@ def render_report(result: FederationResult) -> str:
     lines += [
         f"Final test accuracy: **{result.final_accuracy:.4f}** "
         f"(initial {result.initial_accuracy:.4f}) on `{result.dataset}` "
-        f"over {cfg.clients} clients ({cfg.partition} partition), {cfg.rounds} rounds.",
-        "",
-        f"Differential privacy: {'on' if result.privacy.get('enabled') else 'off'}.",
+        f"over {cfg.clients} clients ({cfg.partition} partition), "
+        f"{len(result.rounds)} of {cfg.rounds} planned rounds.",
         "",
     ]
     if result.setup is not None:
@@ -118,7 +182,8 @@ def render_report(result: FederationResult) -> str:
             f"| {_fmt(r.bytes_down_per_client, '.0f')} | {s['train']:.3f} | {s['protect']:.3f} "
             f"| {s['aggregate']:.3f} | {s['decrypt']:.3f} | {s['total']:.3f} |"
         )
-    lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
+    lines += [""] + render_privacy(result)
+    lines += ["## Configuration", "", "| key | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in cfg.to_dict().items()]
     lines.append("")
     return "\n".join(lines)

@@ -157,11 +157,6 @@ def test_unknown_scheme_names_the_available_ones():
         assert name in str(info.value)
 
 
-def test_asking_for_dp_before_it_is_wired_fails_clearly():
-    with pytest.raises(ParameterError, match="dp must be off"):
-        Federation(FederationConfig(dp=True, epsilon=3.0))
-
-
 def test_a_mismatched_model_is_refused():
     with pytest.raises(ParameterError, match="torch.nn.Module"):
         Federation(FederationConfig(), model="mlp")  # type: ignore[arg-type]

@@ -103,9 +103,9 @@ def test_unknown_scheme_names_the_available_ones(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_asking_for_dp_fails_with_one_line(tmp_path):
-    line = _error_line(_run("--epsilon", "3", *FAST, "--out", str(tmp_path / "x")))
-    assert "dp" in line and "--no-dp" in line
+def test_dp_settings_with_no_dp_fail_with_one_line(tmp_path):
+    line = _error_line(_run("--no-dp", "--epsilon", "3", *FAST, "--out", str(tmp_path / "x")))
+    assert "epsilon must not be set together with no-dp" in line
     assert not (tmp_path / "x").exists()
 
 

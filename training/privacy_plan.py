@@ -1,0 +1,343 @@
+"""Record-level DP-SGD for a federation: calibration, the ledger, selection and commit.
+
+A :class:`PrivacyPlan` is created once per run (when ``config.dp``) and owns:
+
+- **Calibration, once.** Client ``i`` with ``n_i`` records trains with Poisson
+  rate ``q_i = B / n_i`` (``B`` = the public ``batch_size``, also the loss
+  normaliser) for ``local_epochs · ⌈n_i / B⌉`` steps per round. Its σ is
+  calibrated for the whole planned schedule (rounds × steps per round) to the
+  target ε — or taken as given (``noise_multiplier``).
+- **The ledger** (:class:`privacy.ledger.PrivacyLedger`), with every client's
+  budget written as an entry before round 1.
+- **Selection** (server side): before each round a dry run drops the clients
+  whose cumulative ε would pass their budget; when nobody is left the round
+  raises :class:`~privacy.errors.BudgetExceededError`.
+- **The local trainer**: :func:`privacy.dpsgd.train_dp_sgd` with the client's own
+  :class:`~privacy.budget.ClientBudgetGuard` (the client refuses to overspend
+  whatever the server asks), noise and Poisson sampling from the federation's
+  CSPRNG fork ``dp/<client>/<round>``.
+- **Commit**: after training, one ledger entry per client that trained.
+
+Security: DP noise and batch sampling never touch a torch or numpy generator;
+in production the byte source is :class:`secagg.rand.SystemRng`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from privacy.accounting import (
+    ACCOUNTANT,
+    ADJACENCY,
+    calibrate_noise_multiplier,
+    epsilon_rdp_of_event,
+    library_versions,
+)
+from privacy.budget import ClientBudgetGuard, select_within_budget
+from privacy.dpsgd import DPSGDParams, poisson_sample_rate, train_dp_sgd
+from privacy.ledger import THREAT_MODEL_RECORD_LEVEL, PrivacyLedger
+from privacy.noise import SecureGaussian
+from secagg.errors import ParameterError
+from secagg.protocol import PartyId
+from secagg.rand import Csprng
+from training.client import LocalStats, LocalTask
+
+__all__ = [
+    "DEFAULT_DELTA",
+    "DEFAULT_EPSILON",
+    "DEFAULT_MAX_GRAD_NORM",
+    "DP_TRAINING_DEFAULTS",
+    "UNIT",
+    "ClientSchedule",
+    "PrivacyPlan",
+]
+
+DEFAULT_EPSILON = 8.0
+DEFAULT_DELTA = 1e-5
+DEFAULT_MAX_GRAD_NORM = 1.0
+UNIT = "record-level, per client"
+# Local-training settings the CLI uses under DP unless told otherwise. DP-SGD's
+# noise on the mean gradient is σ·C/B, so larger batches and fewer, larger
+# steps buy accuracy at a fixed ε (see the README's Privacy section).
+DP_TRAINING_DEFAULTS: dict[str, Any] = {"batch_size": 64, "local_epochs": 1, "lr": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientSchedule:
+    """One client's public DP-SGD schedule, fixed before round 1.
+
+    ``records`` is the client's dataset size: public to the server by design
+    (it sets the FedAvg weight and q), recorded here so ε can be recomputed.
+    """
+
+    client: PartyId
+    records: int
+    sample_rate: float
+    steps_per_round: int
+    noise_multiplier: float
+    params: DPSGDParams
+
+
+def _sample_rate(batch_size: int, records: int) -> float:
+    """q = B / n, or 1 when the client holds no more than one expected batch."""
+    if batch_size >= records:
+        return 1.0
+    return poisson_sample_rate(expected_batch_size=batch_size, dataset_size=records)
+
+
+def plan_schedules(
+    sizes: Mapping[PartyId, int],
+    *,
+    batch_size: int,
+    local_epochs: int,
+    rounds: int,
+    target_epsilon: float,
+    delta: float,
+    max_grad_norm: float,
+    noise_multiplier: float | None,
+) -> dict[PartyId, ClientSchedule]:
+    """Each client's q, steps per round and σ (calibrated once for all ``rounds``)."""
+    out: dict[PartyId, ClientSchedule] = {}
+    calibrated: dict[tuple[float, int], float] = {}  # equal sizes share one calibration
+    for client, records in sizes.items():
+        q = _sample_rate(batch_size, int(records))
+        steps = local_epochs * math.ceil(int(records) / batch_size)
+        sigma = noise_multiplier
+        if sigma is None:
+            key = (q, steps)
+            if key not in calibrated:
+                calibrated[key] = calibrate_noise_multiplier(
+                    target_epsilon=target_epsilon,
+                    delta=delta,
+                    sample_rate=q,
+                    steps=steps * rounds,
+                )
+            sigma = calibrated[key]
+        params = DPSGDParams(sigma, max_grad_norm, q, steps, expected_batch_size=float(batch_size))
+        out[client] = ClientSchedule(client, int(records), q, steps, sigma, params)
+    return out
+
+
+def _open_fresh_ledger(path: Path | None) -> tuple[PrivacyLedger, Path, bool]:
+    temporary = path is None
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="secagg-ledger-")) / "ledger"
+    ledger = PrivacyLedger.open(Path(path))
+    count = ledger.head()[0]
+    if count:
+        ledger.close()
+        raise ParameterError(
+            f"ledger_path must name a new ledger for this run; got one with {count} entries"
+        )
+    return ledger, Path(path), temporary
+
+
+class PrivacyPlan:
+    """A run's record-level DP: schedules, ledger, budget guards, selection and commit.
+
+    Args:
+        sizes: each client's record count, in client order.
+        rounds, batch_size, local_epochs, lr, optimizer: the run's public settings.
+        target_epsilon: calibration target per client over the whole run.
+        budget_epsilon: the ledger budget per client (default: ``target_epsilon``).
+        delta: δ of every guarantee.
+        max_grad_norm: per-sample clipping bound C.
+        noise_multiplier: a given σ instead of calibrating one.
+        rng: the federation's CSPRNG; DP noise and sampling of client c in
+            round r come from ``rng.fork(f"dp/{c}/{r}")``.
+        ledger_path: where the ledger lives (``None``: a temporary file).
+
+    Security: the plan holds public parameters and the accountant states only;
+    the private records pass through :meth:`train` and are not kept.
+    """
+
+    def __init__(
+        self,
+        sizes: Mapping[PartyId, int],
+        *,
+        rounds: int,
+        batch_size: int,
+        local_epochs: int,
+        lr: float,
+        optimizer: str,
+        target_epsilon: float,
+        budget_epsilon: float | None,
+        delta: float,
+        max_grad_norm: float,
+        noise_multiplier: float | None,
+        rng: Csprng,
+        ledger_path: Path | None = None,
+    ) -> None:
+        self.rounds = rounds
+        self.lr = lr
+        self.optimizer = optimizer
+        self.target_epsilon = target_epsilon
+        self.budget_epsilon = budget_epsilon if budget_epsilon is not None else target_epsilon
+        self.delta = delta
+        self.max_grad_norm = max_grad_norm
+        self.given_noise_multiplier = noise_multiplier
+        self.batch_size = batch_size
+        self.rng = rng
+        # calibrate before touching the disk: a bad request leaves no ledger behind
+        self.schedules = plan_schedules(
+            sizes,
+            batch_size=batch_size,
+            local_epochs=local_epochs,
+            rounds=rounds,
+            target_epsilon=target_epsilon,
+            delta=delta,
+            max_grad_norm=max_grad_norm,
+            noise_multiplier=noise_multiplier,
+        )
+        self.guards = {
+            c: ClientBudgetGuard(client=c, budget_epsilon=self.budget_epsilon, delta=delta)
+            for c in self.schedules
+        }
+        self.ledger, self.ledger_path, self.ledger_temporary = _open_fresh_ledger(ledger_path)
+        reason = (
+            "initial budget (calibration target)"
+            if budget_epsilon is None
+            else f"initial budget (calibration target ε={target_epsilon:g})"
+        )
+        for client in self.schedules:
+            self.ledger.set_budget(
+                client, epsilon=self.budget_epsilon, delta=delta, round_index=0, reason=reason
+            )
+        self.head = self.ledger.head()
+        self.steps_run: dict[PartyId, int] = dict.fromkeys(self.schedules, 0)
+        self._trained: set[tuple[PartyId, int]] = set()
+
+    # ------------------------------------------------------------- each round
+
+    def admit(self, round_number: int, cohort: Sequence[PartyId]) -> tuple[list[PartyId], list]:
+        """Dry run: (clients whose budget affords this round, clients refused).
+
+        Raises:
+            BudgetExceededError: nobody in ``cohort`` can afford the round.
+        """
+        events = {c: self.schedules[c].params.event for c in cohort}
+        selection = select_within_budget(self.ledger, list(cohort), events)
+        return list(selection.allowed), sorted(selection.refused)
+
+    def train(self, task: LocalTask) -> LocalStats:
+        """The DP-SGD :data:`~training.client.LocalTrainer` (the client side).
+
+        Raises:
+            BudgetExceededError: the client's own guard refuses to overspend.
+        """
+        schedule = self.schedules.get(task.client)
+        if schedule is None:
+            raise ParameterError(f"client must be one of the planned clients; got {task.client!r}")
+        if int(task.y.shape[0]) != schedule.records:
+            raise ParameterError(
+                f"client {task.client} must train on its planned {schedule.records} records; "
+                f"got {int(task.y.shape[0])}"
+            )
+        source = self.rng.fork(f"dp/{task.client}/{task.round_index}")
+        guard = self.guards[task.client]
+        before = len(guard.state.events)
+        try:
+            stats = train_dp_sgd(
+                task.model,
+                task.x,
+                task.y,
+                params=schedule.params,
+                lr=task.settings.lr,
+                noise=SecureGaussian(source.fork("noise")),
+                sampler=source.fork("sampling"),
+                optimizer=task.settings.optimizer,
+                guard=guard,
+            )
+        finally:
+            if len(guard.state.events) > before:  # the guard recorded: steps may have run
+                self._trained.add((task.client, task.round_index))
+        return LocalStats(loss=stats.mean_loss, steps=stats.steps)
+
+    def trained_in(self, client: PartyId, round_number: int) -> bool:
+        """Whether ``client`` ran DP-SGD in ``round_number`` (its own guard recorded it)."""
+        return (client, round_number) in self._trained
+
+    def commit(self, round_number: int, trained: Sequence[PartyId]) -> None:
+        """Record the round's spend for every client that trained (conservative: even
+        a client that later drops out of the protocol is charged)."""
+        for client in trained:
+            s = self.schedules[client]
+            self.ledger.record_round(
+                client,
+                round_number,
+                event=s.params.event,
+                delta=self.delta,
+                noise_multiplier=s.noise_multiplier,
+                sample_rate=s.sample_rate,
+                steps=s.steps_per_round,
+                clip_norm=self.max_grad_norm,
+                extra={"expected_batch_size": self.batch_size, "lr": self.lr},
+            )
+            self.steps_run[client] += s.steps_per_round
+        self.head = self.ledger.head()
+
+    # ------------------------------------------------------------- reporting
+
+    def epsilons(self) -> dict[PartyId, float]:
+        """Each client's cumulative ε so far (the ledger's accountant of record)."""
+        return {c: self.ledger.epsilon_spent(c) for c in self.schedules}
+
+    def summary(self, *, stopped: dict[str, Any] | None) -> dict[str, Any]:
+        """The ``privacy`` block of result.json."""
+        eps = self.epsilons()
+        rdp = {
+            c: epsilon_rdp_of_event(self.ledger.accountant_state(c).composed, delta=self.delta)
+            for c in self.schedules
+        }
+        sched = self.schedules.values()
+        return {
+            "enabled": True,
+            "unit": UNIT,
+            "adjacency": ADJACENCY,
+            "sampling": "poisson",
+            "accountant": ACCOUNTANT,
+            "cross_check": {
+                "accountant": "dp_accounting.rdp",
+                "epsilon_per_client": rdp,
+                "epsilon_max": max(rdp.values(), default=0.0),
+            },
+            "delta": self.delta,
+            "epsilon_per_client": eps,
+            "epsilon_max": max(eps.values(), default=0.0),
+            "budget": self.budget_epsilon,
+            "target_epsilon": None if self.given_noise_multiplier else self.target_epsilon,
+            "calibration": (
+                f"noise multiplier given ({self.given_noise_multiplier:g})"
+                if self.given_noise_multiplier
+                else "once per client for the whole planned schedule (rounds × steps per round)"
+            ),
+            "noise_multiplier": {s.client: s.noise_multiplier for s in sched},
+            "sample_rate": {s.client: s.sample_rate for s in sched},
+            "steps": {
+                "per_round": {s.client: s.steps_per_round for s in sched},
+                "planned": {s.client: s.steps_per_round * self.rounds for s in sched},
+                "run": dict(self.steps_run),
+            },
+            "max_grad_norm": self.max_grad_norm,
+            "expected_batch_size": self.batch_size,
+            "noise": f"SecureGaussian over {type(self.rng).__name__} (CSPRNG)",
+            "library_versions": library_versions(),
+            "threat_model": THREAT_MODEL_RECORD_LEVEL,
+            "stopped": stopped,
+            "ledger": {"path": str(self.ledger_path), "temporary": self.ledger_temporary},
+            "ledger_head": list(self.head),
+        }
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"PrivacyPlan(clients={len(self.schedules)}, budget={self.budget_epsilon:g}, "
+            f"delta={self.delta:g})"
+        )
