@@ -673,6 +673,7 @@ def run_federation(
     model: nn.Module | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
     rng: Csprng | None = None,
+    ledger_path: Path | None = None,
 ) -> FederationResult:
     """Run ``config.rounds`` rounds of secure FedAvg and return what happened.
 
@@ -681,6 +682,10 @@ def run_federation(
         data: defaults to scikit-learn digits split with ``config.seed``.
         model: initial global model (copied); defaults to the registered ``config.model``.
         on_round: called with each round's record as soon as the round ends.
-        rng: cryptographic randomness; ``SystemRng()`` unless a test needs determinism.
+        rng: cryptographic randomness (and DP noise); ``SystemRng()`` unless a test
+            needs determinism.
+        ledger_path: the privacy ledger's file under DP (must be new); ``None``
+            writes a temporary one, reported in ``result.privacy["ledger"]``.
     """
-    return Federation(config, data=data, model=model, rng=rng).run(on_round=on_round)
+    federation = Federation(config, data=data, model=model, rng=rng, ledger_path=ledger_path)
+    return federation.run(on_round=on_round)

@@ -1,0 +1,242 @@
+"""DP-SGD wired into federated training: ε within target, ledger = result.json, budget stops.
+
+Oracles are independent of our accountant: Opacus's PRV accountant recomputes every
+ε from the events the ledger stores, and decides which round the budget must stop.
+"""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from opacus.accountants import PRVAccountant
+from torch import nn
+
+from privacy.accounting import event_to_history
+from privacy.errors import BudgetExceededError, InsecureConfigurationError
+from privacy.ledger import KIND_DPSGD, PrivacyLedger
+from secagg.errors import ParameterError
+from secagg.rand import DeterministicRng
+from training.client import train_local
+from training.federation import Federation, FederationConfig, run_federation
+
+DELTA = 1e-5
+# Small, fast DP runs: 3 clients of ~479 records, one local epoch of 8 steps at q≈0.134.
+TINY = {
+    "scheme": "plain",
+    "clients": 3,
+    "seed": 1,
+    "dp": True,
+    "delta": DELTA,
+    "batch_size": 64,
+    "local_epochs": 1,
+    "lr": 1.0,
+    "model": "mlp-small",
+}
+
+
+def _rng(n=99):
+    return DeterministicRng.from_int(n)
+
+
+def prv_epsilon(history, delta=DELTA):
+    """Opacus's PRV accountant: the independent oracle."""
+    acc = PRVAccountant()
+    acc.history = list(history)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return acc.get_epsilon(delta)
+
+
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory):
+    """One 3-round DP run at ε=2 with its ledger on disk."""
+    path = tmp_path_factory.mktemp("dp") / "ledger"
+    config = FederationConfig(**TINY, rounds=3, epsilon=2.0)
+    return run_federation(config, rng=_rng(), ledger_path=path), path
+
+
+def test_every_client_stays_within_the_target_in_result_and_ledger(dp_run):
+    result, path = dp_run
+    p = result.privacy
+    assert p["enabled"] is True and p["stopped"] is None and result.stopped is None
+    assert p["unit"] == "record-level, per client" and p["sampling"] == "poisson"
+    assert p["delta"] == DELTA and p["budget"] == 2.0 and p["target_epsilon"] == 2.0
+    assert p["ledger"] == {"path": str(path), "temporary": False}
+    eps = p["epsilon_per_client"]
+    assert set(eps) == {"client/0", "client/1", "client/2"}
+    assert all(0 < e <= 2.0 for e in eps.values())
+    assert max(eps.values()) > 1.9  # calibrated to the target, not far below it
+    assert p["epsilon_max"] == max(eps.values())
+    # the RDP cross-check is looser, never tighter
+    assert all(p["cross_check"]["epsilon_per_client"][c] >= eps[c] for c in eps)
+    with PrivacyLedger.open(path, expected_head=tuple(p["ledger_head"])) as ledger:
+        assert ledger.head() == tuple(p["ledger_head"])
+        ledger.verify(recompute_epsilon=True)
+        for client, summary in ledger.summary().items():
+            assert summary.budget_epsilon == 2.0 and summary.delta == DELTA
+            assert summary.epsilon_spent == eps[client] <= 2.0
+            assert [r for r, _ in summary.rounds] == [1, 2, 3]  # same numbering as result.json
+            for entry in ledger.entries(client=client, kind=KIND_DPSGD):
+                assert entry.body["noise_multiplier"] == p["noise_multiplier"][client]
+                assert entry.body["sample_rate"] == p["sample_rate"][client]
+                assert entry.body["steps"] == p["steps"]["per_round"][client]
+                assert entry.body["clip_norm"] == p["max_grad_norm"] == 1.0
+
+
+def test_schedule_is_q_equals_b_over_n_and_sigma_calibrated_once(dp_run):
+    result, _ = dp_run
+    p = result.privacy
+    for i, n in enumerate(result.client_sizes):
+        client = f"client/{i}"
+        assert p["sample_rate"][client] == pytest.approx(64 / n)
+        assert p["steps"]["per_round"][client] == math.ceil(n / 64)
+        assert p["steps"]["planned"][client] == 3 * math.ceil(n / 64) == p["steps"]["run"][client]
+        # one σ for the whole schedule: ε of all planned steps is the target, not ε per round
+        history = [(p["noise_multiplier"][client], p["sample_rate"][client], 3 * math.ceil(n / 64))]
+        assert prv_epsilon(history) == pytest.approx(2.0, rel=0.02)
+
+
+def test_every_epsilon_recomputes_from_the_ledger_events_with_opacus_prv(dp_run):
+    result, path = dp_run
+    with PrivacyLedger.open(path) as ledger:
+        for client, reported in result.privacy["epsilon_per_client"].items():
+            history = event_to_history(ledger.accountant_state(client).composed)
+            assert prv_epsilon(history) == pytest.approx(reported, rel=0.01)
+
+
+def test_round_records_show_epsilon_growing_to_the_final_value(dp_run):
+    result, _ = dp_run
+    maxima = [r.epsilon_max for r in result.rounds]
+    assert maxima == sorted(maxima) and maxima[0] > 0
+    assert maxima[-1] == result.privacy["epsilon_max"]
+    assert result.rounds[-1].epsilon == result.privacy["epsilon_per_client"]
+    assert all(r.refused_budget == [] for r in result.rounds)
+    assert result.final_accuracy > result.initial_accuracy + 0.2  # it still learns under DP
+
+
+def _expected_rounds(fed, sigma, budget):
+    """Per client: how many rounds fit the budget, by Opacus PRV (not our accountant)."""
+    out = {}
+    for client, n in zip(fed.clients, fed.sizes, strict=True):
+        q, steps = 64 / int(n), math.ceil(int(n) / 64)
+        k = 0
+        while prv_epsilon([(sigma, q, (k + 1) * steps)]) <= budget:
+            k += 1
+        out[client] = k
+    return out
+
+
+def _midway_budget(sigma, rounds):
+    """A budget halfway between the PRV ε of ``rounds`` and ``rounds + 1`` rounds of client 0,
+    so that no two sound accountants can disagree about where it stops."""
+    sizes = Federation(FederationConfig(**{**TINY, "dp": False})).sizes
+    q, steps = 64 / int(sizes[0]), math.ceil(int(sizes[0]) / 64)
+    low = prv_epsilon([(sigma, q, rounds * steps)])
+    return (low + prv_epsilon([(sigma, q, (rounds + 1) * steps)])) / 2
+
+
+def test_budget_stops_participation_at_exactly_the_right_round(tmp_path):
+    sigma = 1.0
+    budget = _midway_budget(sigma, 2)
+    config = FederationConfig(**TINY, rounds=6, noise_multiplier=sigma, budget=budget)
+    fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    expected = _expected_rounds(fed, sigma, budget)
+    last = max(expected.values())
+    assert 1 <= last < config.rounds, expected
+
+    # API users: rounds up to `last` run, the next raises BudgetExceededError
+    for r in range(1, last + 1):
+        record = fed.run_round(r).record
+        assert sorted(record.participants) == sorted(c for c, k in expected.items() if k >= r)
+        assert record.refused_budget == sorted(c for c, k in expected.items() if k < r)
+        assert record.epsilon_max <= budget
+    with pytest.raises(BudgetExceededError, match="privacy budget"):
+        fed.run_round(last + 1)
+    fed.close()
+
+    # run(): the loop stops there and says so in result.json and the ledger
+    result = run_federation(config, rng=_rng(), ledger_path=tmp_path / "run-ledger")
+    assert [r.round for r in result.rounds] == list(range(1, last + 1))
+    assert result.stopped is not None and result.stopped["round"] == last + 1
+    assert result.privacy["stopped"] == result.stopped
+    assert "budget" in result.stopped["reason"]
+    doc = json.loads(json.dumps(result.to_dict()))
+    assert doc["stopped"]["round"] == last + 1 == doc["privacy"]["stopped"]["round"]
+    with PrivacyLedger.open(tmp_path / "run-ledger") as ledger:
+        for (client, k), n in zip(expected.items(), fed.sizes, strict=True):
+            rounds = [e.round for e in ledger.entries(client=client, kind=KIND_DPSGD)]
+            assert rounds == list(range(1, k + 1))
+            one_more = (sigma, 64 / int(n), math.ceil(int(n) / 64))
+            history = event_to_history(ledger.accountant_state(client).composed)
+            assert ledger.epsilon_spent(client) <= budget < prv_epsilon([*history, one_more])
+            assert ledger.budget(client).epsilon == budget
+
+
+def test_client_guard_refuses_even_if_the_server_selects_it(tmp_path):
+    """Defence in depth: a server that skips its dry run still cannot make a client overspend."""
+    budget = _midway_budget(1.0, 2)
+    config = FederationConfig(**TINY, rounds=4, noise_multiplier=1.0, budget=budget)
+    fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    fed.privacy.admit = lambda r, cohort: (list(cohort), [])  # a careless server
+    fed.run_round(1)
+    fed.run_round(2)
+    with pytest.raises(BudgetExceededError, match="budget"):
+        fed.run_round(3)  # every client's own guard refuses before any step
+    fed.close()
+    for guard in fed.privacy.guards.values():
+        assert len(guard.state.events) == 2 and guard.epsilon_spent <= budget
+    assert all(e <= budget for e in fed.privacy.epsilons().values())
+
+
+def test_a_client_that_trained_then_dropped_is_still_charged(tmp_path):
+    config = FederationConfig(**{**TINY, "clients": 4}, rounds=2, epsilon=3.0, dropout=0.5)
+    result = run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    assert any(r.dropped for r in result.rounds)
+    with PrivacyLedger.open(tmp_path / "ledger") as ledger:
+        for r in result.rounds:
+            for client in [*r.participants, *r.dropped]:
+                assert ledger.has_entry(client, r.round, KIND_DPSGD)
+
+
+def test_dp_noise_comes_from_the_given_csprng_only(tmp_path):
+    """Same CSPRNG seed → same model; different seed → different; torch's global RNG untouched."""
+    config = FederationConfig(**TINY, rounds=1, epsilon=2.0)
+    torch_state = torch.get_rng_state()
+    models = [
+        run_federation(config, rng=_rng(seed), ledger_path=tmp_path / f"l{i}").model
+        for i, seed in enumerate((5, 5, 6))
+    ]
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    flat = [np.concatenate([p.detach().numpy().ravel() for p in m.parameters()]) for m in models]
+    np.testing.assert_array_equal(flat[0], flat[1])
+    assert not np.allclose(flat[0], flat[2])
+
+
+def test_without_a_path_the_ledger_is_temporary_and_reported():
+    result = run_federation(FederationConfig(**TINY, rounds=1, epsilon=2.0), rng=_rng())
+    ledger = result.privacy["ledger"]
+    assert ledger["temporary"] is True and ledger["path"].endswith("ledger")
+    with PrivacyLedger.open(ledger["path"]) as book:
+        assert book.head() == tuple(result.privacy["ledger_head"])
+
+
+def test_refusals_before_any_ledger_is_written(tmp_path):
+    with pytest.raises(ParameterError, match="trainer must not be given"):
+        Federation(FederationConfig(**TINY, rounds=1), trainer=train_local)
+    bn = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.BatchNorm1d(10))
+    with pytest.raises(InsecureConfigurationError, match="BatchNorm"):
+        Federation(FederationConfig(**TINY, rounds=1), model=bn, ledger_path=tmp_path / "l")
+    assert not (tmp_path / "l").exists()
+    for bad in ({"max_grad_norm": 0.0}, {"budget": -1.0}, {"noise_multiplier": float("nan")}):
+        with pytest.raises(ParameterError):
+            FederationConfig(**TINY, rounds=1, **bad)
+
+
+def test_a_used_ledger_is_not_reused(tmp_path):
+    path = tmp_path / "ledger"
+    run_federation(FederationConfig(**TINY, rounds=1, epsilon=2.0), rng=_rng(), ledger_path=path)
+    with pytest.raises(ParameterError, match="new ledger"):
+        Federation(FederationConfig(**TINY, rounds=1, epsilon=2.0), ledger_path=path)
