@@ -55,6 +55,8 @@ CONFIG_KEYS: dict[str, str] = {
     "budget": "budget",
     "noise-multiplier": "noise_multiplier",
     "max-grad-norm": "max_grad_norm",
+    "dp-unit": "dp_unit",
+    "min-honest": "min_honest",
     "seed": "seed",
     "partition": "partition",
     "alpha": "alpha",
@@ -67,7 +69,15 @@ CONFIG_KEYS: dict[str, str] = {
     "clients-per-round": "clients_per_round",
 }
 FILE_ONLY_KEYS = ("no-dp", "out")
-DP_KEYS = ("epsilon", "delta", "budget", "noise-multiplier", "max-grad-norm")
+DP_KEYS = (
+    "epsilon",
+    "delta",
+    "budget",
+    "noise-multiplier",
+    "max-grad-norm",
+    "dp-unit",
+    "min-honest",
+)
 
 
 def _d(field: str) -> str:
@@ -146,8 +156,9 @@ def resolve_settings(
     if dp:
         fields.setdefault("epsilon", DEFAULT_EPSILON)
         fields.setdefault("delta", DEFAULT_DELTA)
-        for key, value in DP_TRAINING_DEFAULTS.items():
-            fields.setdefault(key, value)
+        if fields.get("dp_unit", "record") == "record":
+            for key, value in DP_TRAINING_DEFAULTS.items():
+                fields.setdefault(key, value)
     out = merged.get("out")
     return FederationConfig(**fields), Path(out) if out is not None else None
 
@@ -212,6 +223,8 @@ def summary_table(result: FederationResult) -> Table:
 def privacy_table(result: FederationResult) -> Table:
     """Per client: records, q, σ, steps run, ε (accountant of record), RDP check, budget."""
     p = result.privacy
+    if p.get("kind") == "client-level":
+        return _client_level_table(result)
     table = Table(
         title=f"privacy per client (record-level DP-SGD, δ={p['delta']:g})",
         box=box.SIMPLE_HEAD,
@@ -234,6 +247,21 @@ def privacy_table(result: FederationResult) -> Table:
     return table
 
 
+def _client_level_table(result: FederationResult) -> Table:
+    p = result.privacy
+    table = Table(
+        title=f"client-level DP per client (z={p['noise_multiplier']:.3f}, S={p['clip_norm']:g}, "
+        f"min honest {p['min_honest']}, δ={p['delta']:g})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in ("client", "ε (PLD)", "budget"):
+        table.add_column(column, justify="left" if column == "client" else "right", no_wrap=True)
+    for client, eps in p["epsilon_per_client"].items():
+        table.add_row(client, f"{eps:.3f}", f"{p['budget']:g}")
+    return table
+
+
 def privacy_line(result: FederationResult) -> str:
     """One line saying what the run's privacy guarantee is (or that there is none)."""
     p = result.privacy
@@ -241,8 +269,9 @@ def privacy_line(result: FederationResult) -> str:
         return "privacy: no differential privacy (the model and aggregates carry no (ε, δ) bound)"
     ledger = p["ledger"]
     where = f"{ledger['path']} (temporary)" if ledger["temporary"] else ledger["path"]
+    mechanism = "client-level distributed DP" if p.get("kind") == "client-level" else "DP-SGD"
     return (
-        f"privacy: DP-SGD, {p['unit']}: ε ≤ {p['epsilon_max']:.3f} at δ={p['delta']:g} "
+        f"privacy: {mechanism}, {p['unit']}: ε ≤ {p['epsilon_max']:.3f} at δ={p['delta']:g} "
         f"(budget ε={p['budget']:g}; {p['accountant']}); ledger {where}"
     )
 
@@ -284,6 +313,15 @@ def run(
     ),
     max_grad_norm: float | None = typer.Option(
         None, help="DP-SGD per-sample clipping norm" + _d("max_grad_norm")
+    ),
+    dp_unit: str | None = typer.Option(
+        None,
+        help="record: DP-SGD per client's records; client: distributed client-level DP over a "
+        "secure scheme" + _d("dp_unit"),
+    ),
+    min_honest: int | None = typer.Option(
+        None,
+        help="Client-level DP: honest clients guaranteed to reach each sum (default: half).",
     ),
     no_dp: bool | None = typer.Option(
         None, "--no-dp", help="Train without differential privacy (DP-SGD is on by default)."
@@ -330,6 +368,8 @@ def run(
         "budget": budget,
         "noise-multiplier": noise_multiplier,
         "max-grad-norm": max_grad_norm,
+        "dp-unit": dp_unit,
+        "min-honest": min_honest,
         "no-dp": no_dp,
         "seed": seed,
         "out": str(out) if out else None,

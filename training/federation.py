@@ -47,6 +47,7 @@ from training.client import (
     run_client,
     train_local,
 )
+from training.client_dp import ClientLevelPlan
 from training.data import PARTITIONS, FederatedData, load_digits_data, partition
 from training.models import available_models, build_model
 from training.privacy_plan import (
@@ -59,6 +60,7 @@ from training.transport import InProcessTransport, TrafficReport
 from training.updates import fedavg_from_sum, flatten, layout_of, load_flat, sample_weights
 
 GRAPHS = ("full", "sparse")
+DP_UNITS = ("record", "client")
 # Round records list every client's ε only for federations up to this size.
 EPSILON_PER_ROUND_MAX_CLIENTS = 32
 
@@ -92,6 +94,9 @@ class FederationConfig:
     so that ``rounds`` rounds cost at most ``epsilon`` (default 8) at ``delta``
     (default 1e-5), unless ``noise_multiplier`` fixes σ; ``budget`` is the ledger
     budget per client (default ``epsilon``); ``max_grad_norm`` the per-sample clip.
+    ``dp_unit="client"`` switches to client-level distributed DP for the secure
+    schemes (:mod:`training.client_dp`): updates clipped to ``update_clip``, noise
+    shares calibrated for ``min_honest`` honest survivors (default half the clients).
     """
 
     scheme: str = "plain"
@@ -117,6 +122,8 @@ class FederationConfig:
     budget: float | None = None
     noise_multiplier: float | None = None
     max_grad_norm: float = DEFAULT_MAX_GRAD_NORM
+    dp_unit: str = "record"
+    min_honest: int | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in available_schemes():
@@ -157,6 +164,13 @@ class FederationConfig:
             if getattr(self, name) is not None:
                 _positive_float(name, getattr(self, name))
         _positive_float("max_grad_norm", self.max_grad_norm)
+        _choice("dp_unit", self.dp_unit, DP_UNITS)
+        if self.min_honest is not None:
+            _positive_int("min_honest", self.min_honest)
+            if self.min_honest > self.clients:
+                raise ParameterError(
+                    f"min_honest must be ≤ clients ({self.clients}); got {self.min_honest}"
+                )
         if self.delta is not None and (
             isinstance(self.delta, bool)
             or not isinstance(self.delta, int | float)
@@ -190,11 +204,22 @@ def privacy_plan_for(
     sizes: dict[PartyId, int],
     *,
     rng: Csprng,
-    ledger_path: Path | None,
-) -> PrivacyPlan | None:
-    """The run's DP-SGD plan (σ calibrated once, budgets in the ledger), or ``None`` without DP."""
+) -> PrivacyPlan | ClientLevelPlan | None:
+    """The run's DP plan (noise calibrated once, budgets in the ledger), or ``None`` without DP."""
     if not config.dp:
         return None
+    if config.dp_unit == "client":
+        return ClientLevelPlan(
+            list(sizes),
+            rounds=config.rounds,
+            target_epsilon=config.dp_epsilon,
+            budget_epsilon=config.budget,
+            delta=config.dp_delta,
+            clip_norm=config.update_clip,
+            noise_multiplier=config.noise_multiplier,
+            min_honest=config.min_honest,
+            rng=rng,
+        )
     return PrivacyPlan(
         sizes,
         rounds=config.rounds,
@@ -208,7 +233,6 @@ def privacy_plan_for(
         max_grad_norm=config.max_grad_norm,
         noise_multiplier=config.noise_multiplier,
         rng=rng,
-        ledger_path=ledger_path,
     )
 
 
@@ -393,7 +417,6 @@ class Federation:
             seed=config.seed,
         )
         self.sizes = np.asarray([p.size for p in self.parts], dtype=np.int64)
-        self.weights = sample_weights(self.sizes)
         self.clients = [client_id(i) for i in range(config.clients)]
         if model is None:
             model = build_model(
@@ -406,30 +429,41 @@ class Federation:
         if self.dim < 1:
             raise ParameterError("model must have at least one floating-point parameter")
         _check_model_fits(self.model, self.data)
+        if config.dp and trainer is not None:
+            raise ParameterError(
+                "trainer must not be given when dp is on: the DP plan owns local training; "
+                "got a custom trainer"
+            )
+        if config.dp and config.dp_unit == "record":
+            validate_model(self.model)  # fail closed before any ledger is written
+        self.rng = rng if rng is not None else SystemRng()
+        # calibrates the noise; touches no file until start() below
+        self.privacy = privacy_plan_for(
+            config,
+            {c: int(n) for c, n in zip(self.clients, self.sizes, strict=True)},
+            rng=self.rng,
+        )
+        uniform = self.privacy is not None and self.privacy.uniform_weights
+        self.weights = np.ones(len(self.sizes)) if uniform else sample_weights(self.sizes)
+        bound = max(config.update_clip, 1.0) * float(self.weights.max())
+        if self.privacy is not None and self.privacy.value_bound is not None:
+            bound = max(bound, self.privacy.value_bound)
         self.aggregation = AggregationConfig(
             max_clients=config.clients,
-            value_bound=max(config.update_clip, 1.0) * float(self.weights.max()),
+            value_bound=bound,
             committee=config.committee,
             threshold=config.threshold,
             graph=config.graph,
         )
         self.scheme: Scheme = create_scheme(config.scheme, self.aggregation)
-        if config.dp and trainer is not None:
+        if config.dp and config.dp_unit == "client" and self.scheme.insecure:
             raise ParameterError(
-                "trainer must not be given when dp is on: DP-SGD is the local trainer; "
-                "got a custom trainer"
+                "dp_unit 'client' must run over a secure scheme (its noise shares protect only "
+                f"the sum); got scheme {config.scheme!r}"
             )
-        self.rng = rng if rng is not None else SystemRng()
-        if config.dp:
-            validate_model(self.model)  # fail closed before any ledger is written
-        self.privacy = privacy_plan_for(
-            config,
-            {c: int(n) for c, n in zip(self.clients, self.sizes, strict=True)},
-            rng=self.rng,
-            ledger_path=ledger_path,
-        )
         if self.privacy is not None:
             self.trainer: LocalTrainer = self.privacy.train
+            self.privacy.start(ledger_path)
         else:
             self.trainer = trainer if trainer is not None else train_local
         self.simulation = DeterministicRng.from_int(config.seed).fork("training/simulation")
@@ -542,7 +576,10 @@ class Federation:
                     generator=generator,
                     trainer=self.trainer,
                 )
+                if self.privacy is not None:
+                    updates[party] = self.privacy.privatize(updates[party], round_number)
             except BudgetExceededError:
+                updates.pop(party, None)
                 continue
         return updates
 
@@ -584,6 +621,9 @@ class Federation:
             aggregate = session.coordinator.finalize()
         except InsufficientParticipantsError as exc:
             error = str(exc)
+        if aggregate is not None and self.privacy is not None:
+            error = self.privacy.accept(aggregate, round_number)
+            aggregate = None if error else aggregate
         if aggregate is not None:
             new = flatten(self.model) + fedavg_from_sum(aggregate.vector, self.dim)
             load_flat(self.model, new)

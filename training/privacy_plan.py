@@ -24,10 +24,12 @@ in production the byte source is :class:`secagg.rand.SystemRng`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,9 @@ from privacy.dpsgd import DPSGDParams, poisson_sample_rate, train_dp_sgd
 from privacy.ledger import THREAT_MODEL_RECORD_LEVEL, PrivacyLedger
 from privacy.noise import SecureGaussian
 from secagg.errors import ParameterError
-from secagg.protocol import PartyId
+from secagg.protocol import Aggregate, PartyId
 from secagg.rand import Csprng
-from training.client import LocalStats, LocalTask
+from training.client import ClientUpdate, LocalStats, LocalTask
 
 __all__ = [
     "DEFAULT_DELTA",
@@ -55,6 +57,7 @@ __all__ = [
     "UNIT",
     "ClientSchedule",
     "PrivacyPlan",
+    "open_fresh_ledger",
 ]
 
 DEFAULT_EPSILON = 8.0
@@ -123,7 +126,21 @@ def plan_schedules(
     return out
 
 
-def _open_fresh_ledger(path: Path | None) -> tuple[PrivacyLedger, Path, bool]:
+@contextlib.contextmanager
+def _quiet_rdp() -> Iterator[None]:
+    """dp-accounting's RDP logs (via absl) each Rényi order it drops as numerically
+    unstable; the bound stays valid, so keep those lines out of the user's output."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def open_fresh_ledger(path: Path | None) -> tuple[PrivacyLedger, Path, bool]:
+    """(ledger, its path, whether it is a temporary file); refuses a ledger already in use."""
     temporary = path is None
     if path is None:
         path = Path(tempfile.mkdtemp(prefix="secagg-ledger-")) / "ledger"
@@ -150,11 +167,13 @@ class PrivacyPlan:
         noise_multiplier: a given σ instead of calibrating one.
         rng: the federation's CSPRNG; DP noise and sampling of client c in
             round r come from ``rng.fork(f"dp/{c}/{r}")``.
-        ledger_path: where the ledger lives (``None``: a temporary file).
 
     Security: the plan holds public parameters and the accountant states only;
     the private records pass through :meth:`train` and are not kept.
     """
+
+    uniform_weights = False
+    value_bound: float | None = None  # DP-SGD noise stays inside the update clip
 
     def __init__(
         self,
@@ -171,7 +190,6 @@ class PrivacyPlan:
         max_grad_norm: float,
         noise_multiplier: float | None,
         rng: Csprng,
-        ledger_path: Path | None = None,
     ) -> None:
         self.rounds = rounds
         self.lr = lr
@@ -198,19 +216,29 @@ class PrivacyPlan:
             c: ClientBudgetGuard(client=c, budget_epsilon=self.budget_epsilon, delta=delta)
             for c in self.schedules
         }
-        self.ledger, self.ledger_path, self.ledger_temporary = _open_fresh_ledger(ledger_path)
+        self.steps_run: dict[PartyId, int] = dict.fromkeys(self.schedules, 0)
+        self._trained: set[tuple[PartyId, int]] = set()
+        self.ledger: PrivacyLedger
+        self.ledger_path: Path
+        self.ledger_temporary = True
+        self.head = (0, "")
+
+    def start(self, ledger_path: Path | None) -> None:
+        """Open the run's (new) ledger and write every client's budget as its first entries.
+
+        Call once, after everything else about the run has been validated.
+        """
+        self.ledger, self.ledger_path, self.ledger_temporary = open_fresh_ledger(ledger_path)
         reason = (
             "initial budget (calibration target)"
-            if budget_epsilon is None
-            else f"initial budget (calibration target ε={target_epsilon:g})"
+            if self.budget_epsilon == self.target_epsilon and not self.given_noise_multiplier
+            else f"initial budget (calibration target ε={self.target_epsilon:g})"
         )
         for client in self.schedules:
             self.ledger.set_budget(
-                client, epsilon=self.budget_epsilon, delta=delta, round_index=0, reason=reason
+                client, epsilon=self.budget_epsilon, delta=self.delta, round_index=0, reason=reason
             )
         self.head = self.ledger.head()
-        self.steps_run: dict[PartyId, int] = dict.fromkeys(self.schedules, 0)
-        self._trained: set[tuple[PartyId, int]] = set()
 
     # ------------------------------------------------------------- each round
 
@@ -258,6 +286,14 @@ class PrivacyPlan:
                 self._trained.add((task.client, task.round_index))
         return LocalStats(loss=stats.mean_loss, steps=stats.steps)
 
+    def privatize(self, update: ClientUpdate, round_number: int) -> ClientUpdate:
+        """Nothing to add after training: DP-SGD already noised every step."""
+        return update
+
+    def accept(self, aggregate: Aggregate, round_number: int) -> str | None:
+        """Record-level DP holds whoever contributes: every sum may be released."""
+        return None
+
     def trained_in(self, client: PartyId, round_number: int) -> bool:
         """Whether ``client`` ran DP-SGD in ``round_number`` (its own guard recorded it)."""
         return (client, round_number) in self._trained
@@ -290,10 +326,11 @@ class PrivacyPlan:
     def summary(self, *, stopped: dict[str, Any] | None) -> dict[str, Any]:
         """The ``privacy`` block of result.json."""
         eps = self.epsilons()
-        rdp = {
-            c: epsilon_rdp_of_event(self.ledger.accountant_state(c).composed, delta=self.delta)
-            for c in self.schedules
-        }
+        with _quiet_rdp():
+            rdp = {
+                c: epsilon_rdp_of_event(self.ledger.accountant_state(c).composed, delta=self.delta)
+                for c in self.schedules
+            }
         sched = self.schedules.values()
         return {
             "enabled": True,

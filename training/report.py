@@ -105,11 +105,32 @@ def _plot_epsilon(path: Path, result: FederationResult) -> None:
     fig.savefig(path)
 
 
+def _render_client_level(p: dict) -> list[str]:
+    lines = [
+        "## Privacy",
+        "",
+        f"Client-level distributed DP ({p['unit']}): every client clips its whole update to "
+        f"S={p['clip_norm']:g} and adds a noise share of std {p['noise_share_std']:.4g}, so "
+        f"the sum carries noise of multiplier z={p['noise_multiplier']:.4g} when at least "
+        f"{p['min_honest']} honest clients reach it. Threat model: {p['threat_model']}. "
+        f"Accountant: {p['accountant']}. Largest ε: **{p['epsilon_max']:.3f}** at "
+        f"δ={p['delta']:g} (budget ε={p['budget']:g}).",
+        "",
+    ]
+    if p.get("stopped"):
+        lines += [f"**Stopped before round {p['stopped']['round']}:** {p['stopped']['reason']}", ""]
+    lines += ["![epsilon](epsilon.png)", "", "| client | ε (PLD) | budget |", "|---|---|---|"]
+    lines += [f"| {c} | {e:.4f} | {p['budget']:g} |" for c, e in p["epsilon_per_client"].items()]
+    return [*lines, ""]
+
+
 def render_privacy(result: FederationResult) -> list[str]:
     """The report's privacy section: the guarantee in one paragraph and the per-client table."""
     p = result.privacy
     if not p.get("enabled"):
         return ["## Privacy", "", f"Differential privacy: off. {p.get('note', '')}", ""]
+    if p.get("kind") == "client-level":
+        return _render_client_level(p)
     lines = [
         "## Privacy",
         "",

@@ -141,3 +141,17 @@ def test_bench_command_exists_and_rejects_bad_options():
         assert option in helped.output
     assert "grid" in _error_line(_invoke("bench", "--grid", "nonsense", "--plan"))
     assert _invoke("bench", "--frobnicate").exit_code == 2
+
+
+def test_client_level_dp_from_the_cli(tmp_path):
+    out = tmp_path / "run"
+    args = ["--clients", "4", "--rounds", "1", "--seed", "1", "--model", "logreg"]
+    result = _invoke("run", "--scheme", "masking", "--dp-unit", "client", *args, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "client-level DP per client" in result.output
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["privacy"]["kind"] == "client-level" and doc["config"]["dp_unit"] == "client"
+    assert doc["config"]["batch_size"] == 32  # the DP-SGD training defaults do not apply
+    assert all(0 < e <= 8.0 for e in doc["privacy"]["epsilon_per_client"].values())
+    plain = _invoke("run", "--scheme", "plain", "--dp-unit", "client", *args)
+    assert "secure scheme" in _error_line(plain)

@@ -240,3 +240,86 @@ def test_a_used_ledger_is_not_reused(tmp_path):
     run_federation(FederationConfig(**TINY, rounds=1, epsilon=2.0), rng=_rng(), ledger_path=path)
     with pytest.raises(ParameterError, match="new ledger"):
         Federation(FederationConfig(**TINY, rounds=1, epsilon=2.0), ledger_path=path)
+
+
+# ---------------------------------------------------------------- client-level (distributed) DP
+
+CLIENT_LEVEL = {
+    "scheme": "masking",
+    "clients": 4,
+    "seed": 1,
+    "dp": True,
+    "dp_unit": "client",
+    "delta": DELTA,
+    "model": "logreg",
+    "update_clip": 1.0,
+    "local_epochs": 1,
+}
+
+
+def test_client_level_run_is_accounted_in_its_own_ledger_kind(tmp_path):
+    from privacy.ledger import KIND_CLIENT_LEVEL
+
+    config = FederationConfig(**CLIENT_LEVEL, rounds=2, epsilon=4.0)
+    result = run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    p = result.privacy
+    assert p["kind"] == "client-level" and p["min_honest"] == 2 and p["clip_norm"] == 1.0
+    assert "cohort" in p["threat_model"] and "honest" in p["threat_model"]
+    assert all(0 < e <= 4.0 for e in p["epsilon_per_client"].values())
+    with PrivacyLedger.open(tmp_path / "ledger", expected_head=tuple(p["ledger_head"])) as book:
+        assert book.entries(kind=KIND_DPSGD) == []
+        for client, eps in p["epsilon_per_client"].items():
+            entries = book.entries(client=client, kind=KIND_CLIENT_LEVEL)
+            assert [e.round for e in entries] == [1, 2]
+            assert book.budget(client, scope=KIND_CLIENT_LEVEL).epsilon == 4.0
+            # independent oracle: two unsampled Gaussians of multiplier z, by Opacus PRV
+            history = event_to_history(
+                book.accountant_state(client, kind=KIND_CLIENT_LEVEL).composed
+            )
+            assert history == [(p["noise_multiplier"], 1.0, 2)]
+            assert prv_epsilon(history) == pytest.approx(eps, rel=0.01)
+
+
+def test_client_level_noise_share_has_the_calibrated_std(tmp_path):
+    """Each client adds N(0, z²S²/h): measured over the ~650 coordinates of a logreg update."""
+    config = FederationConfig(**CLIENT_LEVEL, rounds=1, epsilon=4.0, min_honest=3)
+    fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    allowed, refused = fed.privacy.admit(1, fed.clients)
+    assert allowed == fed.clients and refused == []
+    clean = Federation(
+        FederationConfig(**{**CLIENT_LEVEL, "dp": False}, rounds=1), rng=_rng()
+    ).train_clients(1, [0])["client/0"]
+    noisy = fed.train_clients(1, [0])["client/0"]
+    fed.close()
+    expected = fed.privacy.noise_multiplier * 1.0 / math.sqrt(3)
+    residual = noisy.delta - clean.delta  # local training is seeded identically in both
+    assert np.std(residual) == pytest.approx(expected, rel=0.1)
+    assert abs(np.mean(residual)) < 4 * expected / math.sqrt(residual.size)
+    assert noisy.weight == 1.0  # uniform FedAvg weights under client-level DP
+
+
+def test_client_level_dp_refuses_the_plaintext_scheme():
+    with pytest.raises(ParameterError, match="secure scheme"):
+        Federation(FederationConfig(**{**CLIENT_LEVEL, "scheme": "plain"}, rounds=1))
+
+
+def test_a_sum_with_fewer_contributors_than_min_honest_is_discarded_but_charged(tmp_path):
+    """Threat: too few honest noise shares in a released sum; the sum is not applied."""
+    from privacy.ledger import KIND_CLIENT_LEVEL
+
+    config = FederationConfig(
+        **{**CLIENT_LEVEL, "clients": 6, "seed": 3},
+        rounds=1,
+        epsilon=4.0,
+        min_honest=6,
+        dropout=0.15,
+    )
+    result = run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    record = result.rounds[0]
+    assert record.dropped == ["client/4"] and record.dropped_at == {"client/4": 0}
+    assert record.aborted and "min_honest=6" in record.error and record.participants == []
+    assert (record.accuracy, record.loss) == (result.initial_accuracy, result.initial_loss)
+    assert result.privacy["discarded_rounds"] == [1]
+    with PrivacyLedger.open(tmp_path / "ledger") as book:
+        charged = {e.client for e in book.entries(kind=KIND_CLIENT_LEVEL)}
+    assert charged == {f"client/{i}" for i in range(6)}  # the dropout had added its share too
