@@ -343,7 +343,7 @@ def run(
     ),
     optimizer: str | None = typer.Option(None, help="sgd or adam" + _d("optimizer")),
     update_clip: float | None = typer.Option(
-        None, help="L2 clip of each client's update" + _d("update_clip")
+        None, help="L2 clip of each client's update (S under --dp-unit client)" + _d("update_clip")
     ),
     model: str | None = typer.Option(None, help="Registered model name" + _d("model")),
     clients_per_round: int | None = typer.Option(

@@ -98,7 +98,7 @@ def _plot_epsilon(path: Path, result: FederationResult) -> None:
     ax.axhline(float(result.privacy["budget"]), color="black", linestyle="--", linewidth=1)
     ax.set_xlabel("round")
     ax.set_ylabel(f"cumulative ε (δ={result.privacy['delta']:g})")
-    ax.set_title("Record-level ε spent per client (dashed: budget)")
+    ax.set_title(f"{result.privacy['unit'].split(',')[0]} ε spent per client (dashed: budget)")
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
