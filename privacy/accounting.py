@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from dp_accounting.dp_event import DpEvent
 from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
+from privacy.checks import non_negative_int, positive
 from privacy.errors import PrivacyParameterError
 
 __all__ = [
@@ -64,27 +64,11 @@ _CACHE_SIZE = 4096
 # ---------------------------------------------------------------- validation
 
 
-def _check_positive(name: str, value: object, *, upper: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PrivacyParameterError(
-            f"{name} must be a finite number in (0, {upper:g}]; got {value!r}"
-        )
-    if not 0 < value <= upper:
-        raise PrivacyParameterError(f"{name} must be in (0, {upper:g}]; got {value!r}")
-    return float(value)
-
-
 def _check_delta(delta: object) -> float:
-    d = _check_positive("delta", delta, upper=1.0)
+    d = positive("delta", delta, upper=1.0)
     if d >= 1.0:
         raise PrivacyParameterError(f"delta must be in (0, 1); got {delta!r}")
     return d
-
-
-def _check_steps(steps: object) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise PrivacyParameterError(f"steps must be a non-negative integer; got {steps!r}")
-    return steps
 
 
 # ---------------------------------------------------------------- events
@@ -92,9 +76,9 @@ def _check_steps(steps: object) -> int:
 
 def sgd_event(*, noise_multiplier: float, sample_rate: float, steps: int) -> DpEvent:
     """The DP event of ``steps`` DP-SGD steps with Poisson rate q and multiplier σ."""
-    sigma = _check_positive("noise_multiplier", noise_multiplier)
-    q = _check_positive("sample_rate", sample_rate, upper=1.0)
-    n = _check_steps(steps)
+    sigma = positive("noise_multiplier", noise_multiplier)
+    q = positive("sample_rate", sample_rate, upper=1.0)
+    n = non_negative_int("steps", steps)
     if n == 0:
         return dp_event.NoOpDpEvent()
     return dp_event.SelfComposedDpEvent(
@@ -104,8 +88,8 @@ def sgd_event(*, noise_multiplier: float, sample_rate: float, steps: int) -> DpE
 
 def gaussian_event(*, noise_multiplier: float, count: int = 1) -> DpEvent:
     """``count`` unsampled Gaussian mechanisms of multiplier σ (e.g. known-cohort FL rounds)."""
-    sigma = _check_positive("noise_multiplier", noise_multiplier)
-    n = _check_steps(count)
+    sigma = positive("noise_multiplier", noise_multiplier)
+    n = non_negative_int("steps", count)
     if n == 0:
         return dp_event.NoOpDpEvent()
     return dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(sigma), n)
@@ -120,17 +104,17 @@ def _flatten(event: DpEvent, count: int, out: Counter[_Base]) -> None:
     if isinstance(event, dp_event.NoOpDpEvent):
         return
     if isinstance(event, dp_event.SelfComposedDpEvent):
-        _flatten(event.event, count * _check_steps(event.count), out)
+        _flatten(event.event, count * non_negative_int("steps", event.count), out)
     elif isinstance(event, dp_event.ComposedDpEvent):
         for inner in event.events:
             _flatten(inner, count, out)
     elif isinstance(event, dp_event.GaussianDpEvent):
-        out[("gaussian", _check_positive("noise_multiplier", event.noise_multiplier), 1.0)] += count
+        out[("gaussian", positive("noise_multiplier", event.noise_multiplier), 1.0)] += count
     elif isinstance(event, dp_event.PoissonSampledDpEvent) and isinstance(
         event.event, dp_event.GaussianDpEvent
     ):
-        sigma = _check_positive("noise_multiplier", event.event.noise_multiplier)
-        q = _check_positive("sampling_probability", event.sampling_probability, upper=1.0)
+        sigma = positive("noise_multiplier", event.event.noise_multiplier)
+        q = positive("sampling_probability", event.sampling_probability, upper=1.0)
         out[("poisson_gaussian", sigma, q)] += count
     else:
         raise PrivacyParameterError(
@@ -307,9 +291,9 @@ def calibrate_noise_multiplier(
     round. The returned σ satisfies ``epsilon(σ, q, steps, δ) <= target_epsilon``
     by construction (bisection keeps the upper end feasible).
     """
-    target = _check_positive("target_epsilon", target_epsilon)
+    target = positive("target_epsilon", target_epsilon)
     _check_delta(delta)
-    n = _check_steps(steps)
+    n = non_negative_int("steps", steps)
     if n == 0:
         raise PrivacyParameterError("steps must be at least 1 to calibrate; got 0")
 

@@ -21,18 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from privacy.accounting import AccountantState, DpEvent
+from privacy.checks import positive
 from privacy.errors import BudgetExceededError, PrivacyParameterError
 from privacy.ledger import KIND_DPSGD, PrivacyLedger
 
 __all__ = ["ClientBudgetGuard", "Selection", "dry_run", "select_within_budget"]
-
-
-def _check_budget(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PrivacyParameterError(f"{name} must be a finite positive number; got {value!r}")
-    if value <= 0:
-        raise PrivacyParameterError(f"{name} must be a finite positive number; got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -139,8 +132,8 @@ class ClientBudgetGuard:
         if not isinstance(client, str) or not client:
             raise PrivacyParameterError(f"client must be a non-empty string; got {client!r}")
         self.client = client
-        self.budget_epsilon = _check_budget("budget_epsilon", budget_epsilon)
-        d = _check_budget("delta", delta)
+        self.budget_epsilon = positive("budget_epsilon", budget_epsilon)
+        d = positive("delta", delta)
         if d >= 1.0:
             raise PrivacyParameterError(f"delta must be in (0, 1); got {delta!r}")
         self.delta = d
@@ -166,7 +159,7 @@ class ClientBudgetGuard:
         return self.epsilon_spent
 
     def set_budget(self, budget_epsilon: float) -> None:
-        self.budget_epsilon = _check_budget("budget_epsilon", budget_epsilon)
+        self.budget_epsilon = positive("budget_epsilon", budget_epsilon)
 
     def to_json(self) -> str:
         return json.dumps(

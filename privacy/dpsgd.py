@@ -39,6 +39,7 @@ from opacus.validators import ModuleValidator
 from opacus.validators.errors import UnsupportedError
 
 from privacy.accounting import DpEvent, sgd_event
+from privacy.checks import positive
 from privacy.errors import InsecureConfigurationError, PrivacyParameterError
 from privacy.noise import ByteSource, SecureGaussian, check_byte_source
 
@@ -56,14 +57,6 @@ __all__ = [
 
 _OPTIMIZERS = ("sgd", "adam")
 _U64 = np.dtype("<u8")
-
-
-def _finite_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PrivacyParameterError(f"{name} must be a finite positive number; got {value!r}")
-    if value <= 0:
-        raise PrivacyParameterError(f"{name} must be a finite positive number; got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -87,15 +80,15 @@ class DPSGDParams:
     expected_batch_size: float | None = None
 
     def __post_init__(self) -> None:
-        _finite_positive("noise_multiplier", self.noise_multiplier)
-        _finite_positive("max_grad_norm", self.max_grad_norm)
-        q = _finite_positive("sample_rate", self.sample_rate)
+        positive("noise_multiplier", self.noise_multiplier)
+        positive("max_grad_norm", self.max_grad_norm)
+        q = positive("sample_rate", self.sample_rate)
         if q > 1.0:
             raise PrivacyParameterError(f"sample_rate must be in (0, 1]; got {self.sample_rate!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
             raise PrivacyParameterError(f"steps must be a non-negative integer; got {self.steps!r}")
         if self.expected_batch_size is not None:
-            _finite_positive("expected_batch_size", self.expected_batch_size)
+            positive("expected_batch_size", self.expected_batch_size)
 
     @property
     def event(self) -> DpEvent:
@@ -121,7 +114,7 @@ class DPTrainStats:
 
 def poisson_sample_rate(*, expected_batch_size: float, dataset_size: int) -> float:
     """q = B / N for a public expected batch size B, checked to be a probability."""
-    b = _finite_positive("expected_batch_size", expected_batch_size)
+    b = positive("expected_batch_size", expected_batch_size)
     if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1:
         raise PrivacyParameterError(
             f"dataset_size must be a positive integer; got {dataset_size!r}"
@@ -139,7 +132,7 @@ def poisson_mask(size: int, sample_rate: float, *, sampler: ByteSource) -> np.nd
     Each record draws a uniform 64-bit word and joins iff it is below
     ⌊q·2⁶⁴⌋ (exact rational arithmetic; bias < 2⁻⁶⁴).
     """
-    q = _finite_positive("sample_rate", sample_rate)
+    q = positive("sample_rate", sample_rate)
     if q > 1.0:
         raise PrivacyParameterError(f"sample_rate must be in (0, 1]; got {sample_rate!r}")
     if size == 0:
@@ -314,7 +307,7 @@ def train_dp_sgd(
             "expected_batch_size must be set to a public constant (e.g. the configured batch "
             "size), never derived from the private dataset size; got None"
         )
-    learning_rate = _finite_positive("lr", lr)
+    learning_rate = positive("lr", lr)
     if optimizer not in _OPTIMIZERS:
         raise PrivacyParameterError(f"optimizer must be one of {_OPTIMIZERS}; got {optimizer!r}")
     size = _check_data(features, labels)
