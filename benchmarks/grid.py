@@ -113,6 +113,8 @@ class Grid:
     e2e: bool = True
     e2e_rounds: int = 3
     e2e_clients: int = 10
+    # "dp" = DP-SGD on (what `secagg run` does by default), "no-dp"; the first is the goal's
+    e2e_modes: tuple[str, ...] = ("dp", "no-dp")
     seed: int = 2026
 
     def cells(self) -> list[tuple[int, int, float]]:
@@ -134,6 +136,7 @@ PRESETS: Mapping[str, Grid] = {
         e2e=True,
         e2e_rounds=1,
         e2e_clients=4,
+        e2e_modes=("no-dp",),
     ),
     # What fits in ~20 minutes on 2 cores: the goal cells (1M × 100) and their neighbours.
     "standard": Grid(
@@ -143,6 +146,7 @@ PRESETS: Mapping[str, Grid] = {
         clients=(10, 100),
         dropouts=(0.0, 0.1, 0.3),
         cell_seconds=300.0,
+        e2e_rounds=5,
     ),
     # The whole issue-6 grid; cells over budget are skipped with their estimate.
     "full": Grid(
@@ -152,6 +156,7 @@ PRESETS: Mapping[str, Grid] = {
         clients=(10, 100, 1000),
         dropouts=(0.0, 0.1, 0.3),
         cell_seconds=600.0,
+        e2e_rounds=5,
     ),
 }
 
@@ -198,6 +203,11 @@ def parse_grid(spec: str | None, *, quick: bool) -> Grid:
             changes[key] = float(value)
         elif key == "e2e":
             changes[key] = value not in ("0", "false", "no")
+        elif key == "e2e_modes":
+            modes = tuple(x for x in value.split(",") if x)
+            if not modes or any(m not in ("dp", "no-dp") for m in modes):
+                raise ParameterError(f"e2e_modes must be dp and/or no-dp; got {value!r}")
+            changes[key] = modes
         elif key in ("e2e_rounds", "e2e_clients", "seed", "floor_repeats"):
             changes[key] = int(value)
         else:

@@ -33,7 +33,7 @@ def _goal_rows(goals: list[dict[str, Any]]) -> list[str]:
         if g["met"] is not None and not g["at_goal_size"]:
             met += " (below goal size)"
         rows.append(
-            f"| {g['goal']} | {g['target']} | {_num(g['measured'])} | {met} | "
+            f"| {g['goal']} | {g['target']} | {_num(g['measured'], '{:.4g}')} | {met} | "
             f"{g['where'] or '–'} | {g['note'] or ''} |"
         )
     return rows
@@ -96,10 +96,17 @@ def _phase_rows(cells: list[dict[str, Any]]) -> list[str]:
 
 
 def _e2e_rows(e2e: dict[str, Any]) -> list[str]:
+    rows = _e2e_block(e2e)
+    for other in e2e.get("other_modes") or []:
+        rows += ["", *_e2e_block(other)]
+    return rows
+
+
+def _e2e_block(e2e: dict[str, Any]) -> list[str]:
     if not e2e.get("runs"):
         return [f"Not run: {e2e.get('reason', 'disabled')}."]
     intro = [
-        f"Setting: {e2e.get('where')}. Round time is wall-clock (local training, protection, "
+        f"**{e2e.get('where')}.** Round time is wall-clock (local training, protection, "
         "aggregation, decryption, evaluation; parties simulated one after another); the ratio "
         "uses the median round. Step seconds are per round, summed over parties.",
         "",
