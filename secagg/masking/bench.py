@@ -90,8 +90,13 @@ def masking_round(dim: int, clients: int, dropout: float, graph: str) -> dict[st
     report = InProcessTransport().run(session, inputs=inputs, dropouts=dropouts)
     agg = session.coordinator.finalize()
     exact = np.sum([inputs[p].astype(np.float64) for p in agg.contributors], axis=0)
-    windows = {w.name: w.seconds.get("server", 0.0) for w in report.windows}
-    vector_work = windows.get("MASKED_INPUT", 0.0) + windows.get("UNMASK", 0.0)
+    # transport window i opens before the i-th advance, named after the phase it closes
+    server_s = [w.seconds.get("server", 0.0) for w in report.windows]
+    windows = {
+        f"w{i}:{w.name}": s for i, (w, s) in enumerate(zip(report.windows, server_s, strict=True))
+    }
+    # vector work: window 2 sums the masked inputs as they arrive, window 5 unmasks
+    vector_work = server_s[2] + server_s[5]
     return {
         "graph": graph,
         "degree": session.coordinator.params.graph.degree,  # type: ignore[attr-defined]
