@@ -16,8 +16,14 @@ from secagg.protocol import PartyId
 
 
 def default_threshold(n: int) -> int:
-    """⌊2n/3⌋ + 1 surviving clients (Bonawitz et al.'s bound against an active server)."""
-    return 2 * n // 3 + 1
+    """⌊n/2⌋ + 1 surviving clients: the default honest-but-curious server model.
+
+    A strict majority is the least that keeps two disjoint survivor views from
+    both reaching the threshold. Against an actively malicious server pass
+    ``threshold=⌊2n/3⌋ + 1`` (Bonawitz et al.), at the price of more aborted
+    rounds under dropouts (10 clients, 20% dropout: ~12% of rounds instead of ~3%).
+    """
+    return n // 2 + 1
 
 
 def local_threshold(n: int, threshold: int, graph: MaskingGraph) -> int:

@@ -59,7 +59,7 @@ class PairwiseMasking(Scheme):
         max_clients: largest cohort; fixes the ring so the sum cannot wrap.
         value_bound: clients' coordinates are clipped to [-value_bound, value_bound].
         precision: largest acceptable error per coordinate of the sum (max_clients summed).
-        threshold: surviving clients needed at every phase; ``None`` = ⌊2n/3⌋ + 1 of each
+        threshold: surviving clients needed at every phase; ``None`` = ⌊n/2⌋ + 1 of each
             round's cohort n. Must exceed n/2.
         graph: ``"full"`` or ``"sparse"``.
         degree: neighbours per client for ``"sparse"`` (even); ``None`` = 2⌈log2 n⌉.
@@ -171,7 +171,7 @@ class PairwiseMasking(Scheme):
                 if self.graph == "full"
                 else (self.degree if self.degree is not None else "2*ceil(log2 n)")
             ),
-            "threshold": self.threshold if self.threshold is not None else "floor(2n/3)+1",
+            "threshold": self.threshold if self.threshold is not None else "floor(n/2)+1",
             "threshold_at_max_clients": self._threshold_for(n),
             "prg": "AES-256-CTR keyed by HKDF-SHA256",
             "key_agreement": "X25519",

@@ -66,7 +66,7 @@ def test_sparse_graph_masks_cancel_or_round_aborts(drops, seed):
         phases[index] = phase
     rs, cohort = make_round(n, DIM, seed, graph="sparse", degree=4)
     assert rs.coordinator.params.graph.degree == 4
-    assert rs.coordinator.params.local_threshold == 4  # of 5 holders: one may drop
+    assert rs.coordinator.params.local_threshold == 3  # of 5 holders (t = 6 of 10): two may drop
     if len(drops) <= 1:  # every neighbourhood keeps its local threshold: must succeed
         inputs, agg = _run(rs, cohort, phases, seed)
         _check_sum(inputs, agg, cohort, phases)
