@@ -314,6 +314,7 @@ def run_benchmark(
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
+    machine = machine_info()  # load average at the start; the end's is added below
     keys = tuple(dict.fromkeys(["plain", *plan.schemes]))
     availability = scheme_availability(keys)
     total = len(plan.cells()) * len(keys) + (len(keys) if plan.e2e else 0)
@@ -336,7 +337,7 @@ def run_benchmark(
         },
         "started": started.isoformat(timespec="seconds"),
         "duration_seconds": 0.0,
-        "machine": machine_info(),
+        "machine": machine,
         "memory_method": MEMORY_METHOD if not cells else _memory_method(cells),
         "schemes": {k: {kk: vv for kk, vv in v.items()} for k, v in availability.items()},
         "cells": cells,
