@@ -211,26 +211,17 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _phase_table(
-    report: TrafficReport, alive_clients: list[int], holders: int, final_phase: str
-) -> list[dict]:
-    """Per deadline window: seconds per party of each kind and bytes sent by kind.
-
-    The transport names window k after the coordinator phase *before* the
-    ``advance()`` that opens it; ``phase`` here is the phase the coordinator was
-    in *during* the window (the next window's name, or the final phase), which is
-    the protocol step the window's work belongs to.
-    """
+def _phase_table(report: TrafficReport, alive_clients: list[int], holders: int) -> list[dict]:
+    """Per deadline window (named by the coordinator's phase during it): seconds per
+    party of each kind and bytes sent by kind."""
     rows = []
     for index, window in enumerate(report.windows):
         clients = max(1, alive_clients[min(index, len(alive_clients) - 1)])
         secs = window.seconds
-        during = report.windows[index + 1].name if index + 1 < len(report.windows) else final_phase
         rows.append(
             {
                 "window": index,
-                "window_name": window.name,
-                "name": during,
+                "name": window.name,
                 "seconds": {
                     "client_per_client": secs.get("client", 0.0) / clients,
                     "server": secs.get("server", 0.0),
@@ -291,7 +282,7 @@ def run_cell(var: Variant, work: Workload, *, seed: int) -> dict[str, Any]:
     survivors = work.survivors
     holders = sorted(p for p in session.participants if role_kind(p) == "holder")
     alive = [len(work.cohort) if k < phase else len(survivors) for k in range(report.phases + 1)]
-    phases = _phase_table(report, alive, len(holders), session.coordinator.phase.name)
+    phases = _phase_table(report, alive, len(holders))
     up = _per_kind(report.bytes_sent, "client", survivors)  # type: ignore[arg-type]
     down = _per_kind(report.bytes_received, "client", survivors)  # type: ignore[arg-type]
     client_secs = _per_kind(report.seconds, "client", survivors)

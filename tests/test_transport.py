@@ -82,3 +82,14 @@ def test_phase_matrix_of_the_reference_roles():
         client.phase = phase
         with pytest.raises(UnexpectedPhaseError):
             client.handle(msg)
+
+
+def test_windows_are_named_by_the_phase_they_carry():
+    """Window k is labelled with the coordinator's phase during it (not the one it closed)."""
+    scheme = create_scheme("masking", AggregationConfig(max_clients=4))
+    cohort = [client_id(i) for i in range(4)]
+    rs = scheme.open_round(1, cohort, 8, rng=DeterministicRng.from_int(1))
+    report = InProcessTransport().run(rs, inputs={p: np.zeros(8) for p in cohort})
+    names = [w.name for w in report.windows]
+    assert names == ["ADVERTISE", "SHARE", "MASKED_INPUT", "CONSISTENCY", "UNMASK", "DONE"]
+    assert set(report.windows[0].bytes_sent) == {"client"}  # only key adverts go out first

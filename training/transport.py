@@ -128,8 +128,10 @@ class InProcessTransport:
             phase += 1
             if phase > MAX_PHASES:
                 raise ProtocolAbort(f"session must finish within {MAX_PHASES} phases")
-            report.windows.append(PhaseStats(coordinator.phase.name))
+            window = PhaseStats("")
+            report.windows.append(window)
             queue.extend(self._timed(report, coordinator.party, coordinator.advance))
+            window.name = coordinator.phase.name  # the phase this window's traffic belongs to
         report.phases = phase
         report.silenced = tuple(sorted(p for p in silence_at if not alive(p)))
         return report
