@@ -47,6 +47,7 @@ from secagg.protocol import (
     Role,
     RoundSession,
     Scheme,
+    check_round,
     check_vector,
     holder_id,
 )
@@ -209,8 +210,7 @@ class FlareServer(AggregationServer):
 
     def handle(self, msg: Message) -> list[Message]:
         self.expect(msg)
-        if msg.session != self._session or msg.round != self._round:
-            raise InconsistentViewError(f"message from {msg.sender} belongs to another round")
+        check_round(msg, self._session, self._round)
         if isinstance(msg, FlareUpload):
             self._add(msg)
         elif isinstance(msg, FlareResult):

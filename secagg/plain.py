@@ -29,6 +29,7 @@ from secagg.protocol import (
     PartyId,
     RoundSession,
     Scheme,
+    check_round,
     check_vector,
 )
 from secagg.rand import Csprng
@@ -120,8 +121,7 @@ class PlainServer(AggregationServer):
         self.expect(msg)
         if not isinstance(msg, PlainUpdate):  # narrowed by expect(); keeps mypy honest
             return []
-        if msg.session != self._session or msg.round != self._round:
-            raise InconsistentViewError(f"update from {msg.sender} belongs to another round")
+        check_round(msg, self._session, self._round)
         if msg.sender not in self._cohort:
             raise InconsistentViewError(f"sender must be in the round's cohort; got {msg.sender}")
         if msg.sender in self._received:

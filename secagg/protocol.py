@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from secagg.errors import ParameterError, UnexpectedPhaseError
+from secagg.errors import InconsistentViewError, ParameterError, UnexpectedPhaseError
 from secagg.rand import Csprng
 from secagg.wire import Message
 
@@ -173,6 +173,12 @@ class Scheme(ABC):
     def describe(self) -> dict[str, object]:
         """Public parameters worth recording in a run's result (no secrets)."""
         return {"scheme": self.name, "insecure": self.insecure}
+
+
+def check_round(msg: Message, session: bytes, round_index: int) -> None:
+    """Refuse a message bound to another session or round (a replay or a mix-up)."""
+    if msg.session != session or msg.round != round_index:
+        raise InconsistentViewError(f"message from {msg.sender} belongs to another round")
 
 
 def check_vector(vector: np.ndarray, dim: int, *, bound: float | None = None) -> np.ndarray:

@@ -31,7 +31,15 @@ from secagg.errors import (
     InsufficientParticipantsError,
     UnexpectedPhaseError,
 )
-from secagg.protocol import SERVER, Aggregate, AggregationServer, ClientRole, PartyId, check_vector
+from secagg.protocol import (
+    SERVER,
+    Aggregate,
+    AggregationServer,
+    ClientRole,
+    PartyId,
+    check_round,
+    check_vector,
+)
 from secagg.wire import Message
 
 MAX_LAZY_TERMS = 1 << 15
@@ -163,8 +171,7 @@ class CkksAggregator(AggregationServer):
 
     def handle(self, msg: Message) -> list[Message]:
         self.expect(msg)
-        if msg.session != self._session or msg.round != self._round:
-            raise InconsistentViewError(f"message from {msg.sender} belongs to another round")
+        check_round(msg, self._session, self._round)
         if isinstance(msg, CkksSubmission):
             self._accept(msg)
         elif isinstance(msg, PartialDecryption):
