@@ -21,6 +21,7 @@ from secagg.errors import (
     ParameterError,
     UnexpectedPhaseError,
 )
+from secagg.identity import PartyKeys, simulated_identities
 from secagg.protocol import (
     SERVER,
     Aggregate,
@@ -32,7 +33,6 @@ from secagg.protocol import (
     check_round,
     check_vector,
 )
-from secagg.identity import PartyKeys, simulated_identities
 from secagg.rand import Csprng
 from secagg.schemes import AggregationConfig
 from secagg.wire import Message, register

@@ -349,6 +349,14 @@ def run(
     clients_per_round: int | None = typer.Option(
         None, help="Clients sampled per round (default: all)."
     ),
+    engine: str = typer.Option(
+        "in-process",
+        help="in-process (one process, the simulation) or flower-local (a SuperLink and one "
+        "SuperNode per party as local processes on 127.0.0.1).",
+    ),
+    resume: Path | None = typer.Option(
+        None, help="Continue the run in this directory from its last completed round."
+    ),
 ) -> None:
     """Train a federated model over secure aggregation and write a run directory."""
     console = Console(highlight=False)
@@ -386,15 +394,25 @@ def run(
     from training.report import default_run_dir, prepare_run_dir, write_run_dir
 
     try:
-        file_values = read_config_file(config) if config is not None else {}
-        settings, out_dir = resolve_settings(file_values, flags)
-        run_dir = prepare_run_dir(out_dir or default_run_dir(settings.scheme))
+        if resume is not None:
+            settings, run_dir, engine = _resume_settings(resume, flags, config)
+        else:
+            if engine not in ENGINES:
+                raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+            file_values = read_config_file(config) if config is not None else {}
+            settings, out_dir = resolve_settings(file_values, flags)
+            run_dir = prepare_run_dir(out_dir or default_run_dir(settings.scheme))
     except (ConfigError, SecAggError) as exc:
         raise _fail(str(exc)) from None
+    if engine != "in-process":
+        _run_flower(console, settings, run_dir, resume=resume is not None)
+        return
     try:
         # validates data, partition, scheme and DP (calibration) before any output
-        federation = Federation(settings, ledger_path=run_dir / "ledger")
-        result = _run_with_progress(console, federation)
+        federation = Federation(
+            settings, ledger_path=run_dir / "ledger", resume=resume is not None
+        )
+        result = _run_with_progress(console, federation, run_dir)
     except (SecAggError, PrivacyError) as exc:
         _remove_if_empty(run_dir)
         raise _fail(str(exc)) from None
@@ -420,6 +438,53 @@ def run(
     console.print(f"final accuracy: {result.final_accuracy:.4f}")
 
 
+ENGINES = ("in-process", "flower-local")
+
+
+def _resume_settings(
+    run_dir: Path, flags: dict[str, Any], config: Path | None
+) -> tuple[FederationConfig, Path, str]:
+    """The configuration and engine a checkpointed run directory was started with."""
+    from training.checkpoint import load_checkpoint
+
+    given = [k for k, v in flags.items() if v is not None]
+    if given or config is not None:
+        raise ConfigError(
+            f"resume must not be combined with settings (the checkpoint fixes them); "
+            f"got --{(given or ['config'])[0]}"
+        )
+    checkpoint = load_checkpoint(run_dir)
+    engine = "flower-local" if checkpoint.engine == "flower" else checkpoint.engine
+    try:
+        settings = FederationConfig(**checkpoint.config)
+    except TypeError:
+        raise ConfigError("resume checkpoint must hold a valid configuration") from None
+    return settings, run_dir, engine
+
+
+def _run_flower(
+    console: Console, settings: FederationConfig, run_dir: Path, *, resume: bool
+) -> None:
+    """Run (or resume) the federation on a local Flower deployment and print its summary."""
+    from training.flower.local import FlowerLocalError, run_flower_local
+
+    try:
+        document = run_flower_local(settings, run_dir, resume=resume, log=console.print)
+    except (SecAggError, PrivacyError, FlowerLocalError) as exc:
+        raise _fail(str(exc)) from None
+    for r in document["rounds"]:
+        status = "aborted" if r["aborted"] else f"acc {r['accuracy']:.3f}"
+        console.print(
+            f"round {r['round']}: {status}, {len(r['participants'])} in the sum, "
+            f"{len(r['dropped'])} dropped, {r['seconds']['total']:.1f} s",
+            markup=False,
+        )
+    if document.get("insecure"):
+        _warn_insecure(console, settings.scheme)
+    console.print(f"run directory: {run_dir}", markup=False)
+    console.print(f"final accuracy: {document['final_accuracy']:.4f}")
+
+
 def _warn_insecure(console: Console, scheme: str) -> None:
     console.print(
         f"[bold red]INSECURE:[/] scheme '{scheme}' is the plaintext reference — the server "
@@ -427,7 +492,9 @@ def _warn_insecure(console: Console, scheme: str) -> None:
     )
 
 
-def _run_with_progress(console: Console, federation: Federation) -> FederationResult:
+def _run_with_progress(
+    console: Console, federation: Federation, run_dir: Path
+) -> FederationResult:
     settings = federation.config
     if federation.scheme.insecure:
         _warn_insecure(console, settings.scheme)
@@ -442,7 +509,7 @@ def _run_with_progress(console: Console, federation: Federation) -> FederationRe
                 status += f"  {len(record.refused_budget)} over budget"
             progress.update(task, advance=1, status=status)
 
-        return federation.run(on_round=on_round)
+        return federation.run(on_round=on_round, run_dir=run_dir)
 
 
 @app.command()

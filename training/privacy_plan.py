@@ -42,7 +42,7 @@ from privacy.accounting import (
 )
 from privacy.budget import ClientBudgetGuard, select_within_budget
 from privacy.dpsgd import DPSGDParams, poisson_sample_rate, train_dp_sgd
-from privacy.ledger import THREAT_MODEL_RECORD_LEVEL, PrivacyLedger
+from privacy.ledger import KIND_DPSGD, THREAT_MODEL_RECORD_LEVEL, PrivacyLedger
 from privacy.noise import SecureGaussian
 from secagg.errors import ParameterError
 from secagg.protocol import Aggregate, PartyId
@@ -239,6 +239,27 @@ class PrivacyPlan:
                 client, epsilon=self.budget_epsilon, delta=self.delta, round_index=0, reason=reason
             )
         self.head = self.ledger.head()
+
+    def resume(self, ledger_path: Path) -> None:
+        """Reopen this run's existing ledger (it must verify) and rebuild every guard from it.
+
+        Used by ``secagg run --resume``: a client's spend so far is what the ledger says.
+        """
+        self.ledger = PrivacyLedger.open(Path(ledger_path))
+        self.ledger_path, self.ledger_temporary = Path(ledger_path), False
+        for client in self.schedules:
+            if self.ledger.budget(client) is None:
+                self.ledger.close()
+                raise ParameterError(f"ledger must hold the budget of {client}; got none")
+            self.guards[client].state = self.ledger.accountant_state(client)
+            for entry in self.ledger.entries(client=client, kind=KIND_DPSGD):
+                self.steps_run[client] += int(entry.body["steps"])
+                self._trained.add((client, entry.round))
+        self.head = self.ledger.head()
+
+    def charged(self, client: PartyId, round_number: int) -> bool:
+        """Whether the ledger already holds ``client``'s spend for ``round_number``."""
+        return self.ledger.has_entry(client, round_number, KIND_DPSGD)
 
     # ------------------------------------------------------------- each round
 
