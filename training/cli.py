@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from privacy.errors import PrivacyError
-from secagg.errors import SecAggError
+from secagg.errors import ParameterError, SecAggError
 from training.federation import Federation, FederationConfig, FederationResult, RoundRecord
 from training.privacy_plan import DEFAULT_DELTA, DEFAULT_EPSILON, DP_TRAINING_DEFAULTS
 
@@ -582,6 +582,74 @@ def bench(
     for goal in results.get("goals", []):
         met = {True: "met", False: "NOT MET", None: "not measured"}[goal["met"]]
         console.print(f"  {met:>12}  {goal['goal']}  {goal['target']}", markup=False)
+
+
+keys_app = typer.Typer(
+    no_args_is_help=True,
+    help="Party keys: make a party's key file, assemble the public roster (run out of band).",
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    party: str = typer.Option(..., help="The party id: client/<name> or holder/<name>."),
+    out: Path = typer.Option(..., help="Directory for <party>.key (0600) and <party>.pub.json."),
+) -> None:
+    """Create one party's key file (on that party's machine) and export its public part."""
+    import json
+
+    from secagg.identity import PartyKeys
+    from secagg.rand import SystemRng
+
+    console = Console(highlight=False)
+    try:
+        keys = PartyKeys.generate(party, rng=SystemRng())
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stem = party.replace("/", "_")
+        public_path = out / f"{stem}.pub.json"
+        if public_path.exists():
+            raise ParameterError(f"public key file must not exist already; got {public_path}")
+        key_path = keys.save(out / f"{stem}.key")
+        public_path.write_text(json.dumps(keys.public.to_json(), indent=1) + "\n")
+    except (SecAggError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"secret key file (keep it here, mode 0600): {key_path}", markup=False)
+    console.print(f"public part (send it to whoever assembles the roster): {public_path}")
+    console.print(f"fingerprint (compare it out of band): {keys.public.fingerprint}")
+
+
+@keys_app.command("roster")
+def keys_roster(
+    public_files: list[Path] = typer.Argument(..., help="The parties' <party>.pub.json files."),
+    out: Path = typer.Option(Path("roster.json"), help="The roster file to write."),
+) -> None:
+    """Assemble the out-of-band roster of public keys every party and the server load."""
+    import json
+
+    from secagg.errors import DecodeError
+    from secagg.identity import PublicIdentity, Roster
+
+    console = Console(highlight=False)
+    try:
+        identities = []
+        for path in public_files:
+            try:
+                identities.append(PublicIdentity.from_json(json.loads(path.read_text())))
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, DecodeError):
+                    raise
+                raise ParameterError(
+                    f"public key file must be readable JSON; got {path}"
+                ) from None
+        roster = Roster(identities)
+        roster.save(out)
+    except SecAggError as exc:
+        raise _fail(str(exc)) from None
+    for party in roster:
+        console.print(f"{party}  {roster[party].fingerprint}", markup=False)
+    console.print(f"roster of {len(roster)} parties written to {out}", markup=False)
+    console.print(f"roster digest: {roster.digest.hex()}")
 
 
 def _remove_if_empty(path: Path) -> None:
