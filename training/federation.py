@@ -384,6 +384,7 @@ class Federation:
             rounds = [RoundRecord(**r) for r in state.rounds]
             stopped = state.stopped
             first = state.completed_round + 1
+            self._checkpoint(run_dir, state, rounds, open_round=state.open_round)
             if state.open_round is not None:
                 rounds.append(self._interrupted(state.open_round))
                 first = rounds[-1].round + 1

@@ -16,7 +16,6 @@ Every process is started in its own process group and stopped in ``finally``.
 
 import contextlib
 import json
-import os
 import threading
 import time
 
@@ -26,7 +25,7 @@ from privacy.ledger import KIND_DPSGD, PrivacyLedger
 from secagg.rand import DeterministicRng
 from training.checkpoint import load_checkpoint
 from training.federation import Federation, FederationConfig
-from training.flower.local import LocalDeployment, collect, prepare, run_flower_local
+from training.flower.local import LocalDeployment, group_alive, prepare, run_flower_local
 
 pytestmark = pytest.mark.slow
 
@@ -49,14 +48,6 @@ def _charges(path):
     with PrivacyLedger.open(path) as ledger:
         ledger.verify(recompute_epsilon=True)
         return sorted((e.client, e.round) for e in ledger.entries(kind=KIND_DPSGD))
-
-
-def _alive(pid):
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +133,7 @@ def test_killed_supernode_is_a_dropout_and_a_killed_server_resumes_charging_each
         finally:
             deployment.stop()
             runner.join(timeout=30)
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(group_alive(pid) for pid in pids)  # stop() waited for every group
     state = load_checkpoint(run_dir)
     assert state.completed_round == 2 and not state.finished
     round2 = state.rounds[1]

@@ -198,6 +198,9 @@ class LocalDeployment:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=STOP_GRACE_SECONDS)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def stop(self) -> None:
         """SIGTERM every process group started here, then SIGKILL what is left; reap all."""
@@ -214,6 +217,11 @@ class LocalDeployment:
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=STOP_GRACE_SECONDS)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while any(group_alive(p.pid) for p in self.processes.values()):
+            if time.monotonic() > deadline:
+                raise FlowerLocalError("every started process must stop; some did not")
+            time.sleep(0.1)
 
     def submit(self, *, timeout: float, log: Callable[[str], Any] = print) -> None:
         """``flwr run`` the app against this SuperLink and wait (bounded) until it ends."""
@@ -257,6 +265,17 @@ class LocalDeployment:
             timer.cancel()
         if process.returncode == -signal.SIGKILL:
             raise FlowerLocalError(f"the Flower run must finish within {timeout:.0f} s; it did not")
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` still exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _killpg(process: subprocess.Popen[bytes]) -> None:
