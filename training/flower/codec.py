@@ -114,7 +114,7 @@ def unseal(blob: bytes, keys: PartyKeys, run: str) -> NodeJournal:
     try:
         plain = ChaCha20Poly1305(_journal_key(keys, run)).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
     except (InvalidTag, ValueError):
-        raise IntegrityError("sealed node state failed authentication") from None
+        raise IntegrityError("sealed node state") from None
     journal = decode(plain)
     if not isinstance(journal, NodeJournal):
         raise DecodeError(f"sealed node state must be a NodeJournal; got {type(journal).__name__}")

@@ -1,0 +1,199 @@
+"""The Flower ServerApp/ClientApp logic without processes: Flower's Grid interface served
+by the real ``ClientApp`` in this process, one ``Context.state`` per node kept between
+messages and a fresh ``Context`` per message — what a SuperNode does (each message in a
+new process). Parity with the in-process engine is then exact, and attacks are cheap.
+"""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from flwr.app import Context, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from secagg.errors import DecodeError, IntegrityError
+from secagg.identity import PartyKeys
+from secagg.protocol import client_id
+from secagg.rand import DeterministicRng
+from secagg.wire import decode, encode
+from training.federation import Federation, FederationConfig
+from training.flower.client_app import STATE
+from training.flower.client_app import app as client_app
+from training.flower.codec import NodeJournal, pack_frames, seal, unpack_frames, unseal
+from training.flower.local import ensure_keys, party_keys_path
+from training.flower.server_app import FlowerFederation, FlowerSpec
+
+SEED = 3
+CONFIG = dict(
+    clients=3,
+    rounds=2,
+    seed=2,
+    dp=True,
+    epsilon=4.0,
+    delta=1e-5,
+    batch_size=64,
+    local_epochs=1,
+    lr=1.0,
+    model="mlp-small",
+)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch):
+    """Flower stamps messages with the running task's ids; here there is no SuperLink."""
+    for name, value in (("_run_id", 1), ("_node_id", 1), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+class InProcessGrid:
+    """Flower's Grid, delivering to the real ClientApp: state per node, Context per message."""
+
+    def __init__(self, run_dir, parties):
+        self.config = {
+            node: {
+                "party": party,
+                "key-file": str(party_keys_path(run_dir, party)),
+                "state-dir": str(run_dir / "nodes" / party.replace("/", "_")),
+                "data": "digits",
+                "insecure-seed": SEED,
+            }
+            for node, party in enumerate(parties, start=101)
+        }
+        self.states = {node: RecordDict() for node in self.config}
+        self.dead = set()
+        self.tamper = None  # (reply fields) -> None, to play a deviating client
+
+    def get_node_ids(self):
+        return list(self.config)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            if node in self.dead:
+                continue
+            context = Context(1, node, self.config[node], self.states[node], {})
+            reply = client_app(message, context)
+            if self.tamper is not None:
+                self.tamper(self.config[node]["party"], reply)
+            replies.append(reply)
+        return replies
+
+
+def _federation(tmp_path, scheme, grid=None):
+    config = FederationConfig(scheme=scheme, **CONFIG)
+    parties = [client_id(i) for i in range(config.clients)]
+    ensure_keys(tmp_path, parties)
+    grid = grid or InProcessGrid(tmp_path, parties)
+    nodes = {grid.config[n]["party"]: n for n in grid.config}
+    federation = FlowerFederation(
+        config,
+        grid=grid,
+        nodes=nodes,
+        spec=FlowerSpec(config=config.to_dict(), roster=None, insecure_seed=SEED),
+        rng=DeterministicRng.from_int(SEED),
+        ledger_path=tmp_path / "ledger",
+    )
+    return config, grid, federation
+
+
+@pytest.mark.parametrize("scheme", ["plain"])
+def test_flower_apps_reproduce_the_in_process_engine_exactly(tmp_path, scheme):
+    config, _, federation = _federation(tmp_path, scheme)
+    ours = federation.run(run_dir=tmp_path)
+    reference = Federation(config, rng=DeterministicRng.from_int(SEED)).run()
+    assert ours.engine == "flower"
+    for a, b in zip(ours.rounds, reference.rounds, strict=True):
+        assert a.accuracy == pytest.approx(b.accuracy, abs=1e-9)
+        assert a.participants == b.participants
+        assert a.bytes_up_per_client == b.bytes_up_per_client
+        assert a.bytes_down_per_client == b.bytes_down_per_client
+
+
+def test_a_node_keeps_only_a_sealed_journal_in_flower_state(tmp_path):
+    _, grid, federation = _federation(tmp_path, "plain")
+    federation.run_round(1)
+    for node, state in grid.states.items():
+        record = state.config_records[STATE]
+        party = grid.config[node]["party"]
+        keys = PartyKeys.load(grid.config[node]["key-file"])
+        journal = unseal(record["journal"], keys, "1")
+        assert journal.vector.size == federation.dim + 1
+        # the update is in the journal, but never readable in Flower's state record
+        assert journal.vector.tobytes()[:64] not in record["journal"]
+        with pytest.raises(IntegrityError):
+            unseal(record["journal"], keys, "2")  # bound to the Flower run
+        other = PartyKeys.load(grid.config[node + 1 if node < 103 else 101]["key-file"])
+        with pytest.raises(IntegrityError):
+            unseal(record["journal"], other, "1")  # and to this party's own key
+        assert set(json.loads(record["public"])) == {"scheme", "aggregation"}
+        assert keys.party == party
+
+
+def test_tampered_journal_is_refused_opaquely(tmp_path):
+    ensure_keys(tmp_path, ["client/0"])
+    keys = PartyKeys.load(party_keys_path(tmp_path, "client/0"))
+    journal = NodeJournal(
+        session=b"",
+        round=1,
+        sender="client/0",
+        recipient="client/0",
+        params=b"p",
+        seed=bytes(32),
+        vector=np.ones(3),
+        inbound=(),
+    )
+    blob = bytearray(seal(journal, keys, "7"))
+    assert unseal(bytes(blob), keys, "7").vector.tolist() == [1.0, 1.0, 1.0]
+    blob[-1] ^= 1
+    with pytest.raises(IntegrityError, match="^sealed node state failed verification$"):
+        unseal(bytes(blob), keys, "7")
+
+
+def test_frame_lists_are_length_checked():
+    frames = [b"abc", b"", b"\x00" * 5]
+    assert unpack_frames(pack_frames(frames)) == frames
+    with pytest.raises(DecodeError):
+        unpack_frames(pack_frames(frames)[:-1])
+    with pytest.raises(DecodeError):
+        unpack_frames(b"\xff\xff\xff\x7f" + b"x")
+
+
+def test_a_client_spoofing_another_sender_is_dropped_and_cannot_inject(tmp_path):
+    """Threat: a malicious client returns a frame that claims to come from another client
+    (to submit twice, or to replace that client's input). The server relays only frames
+    whose sender is the node that returned them; the spoofer drops out of the round."""
+    config = FederationConfig(scheme="plain", **CONFIG)
+    parties = [client_id(i) for i in range(config.clients)]
+    ensure_keys(tmp_path, parties)
+    grid = InProcessGrid(tmp_path, parties)
+
+    def spoof(party, reply):
+        if party != "client/1" or "frames" not in reply.content.config_records["secagg"]:
+            return
+        fields = reply.content.config_records["secagg"]
+        forged = [
+            encode(dataclasses.replace(decode(f), sender="client/0"))
+            for f in unpack_frames(fields["frames"])
+        ]
+        fields["frames"] = pack_frames(forged)
+
+    grid.tamper = spoof
+    _, _, federation = _federation(tmp_path, "plain", grid)
+    record = federation.run_round(1).record
+    assert record.participants == ["client/0", "client/2"]
+    assert record.dropped == ["client/1"]
+    assert not record.aborted
+
+
+def test_a_dead_node_is_a_dropout_and_still_charged(tmp_path):
+    config = FederationConfig(scheme="plain", **CONFIG)
+    grid = InProcessGrid(tmp_path, [client_id(i) for i in range(config.clients)])
+    grid.dead.add(103)  # client/2 never answers
+    _, _, federation = _federation(tmp_path, "plain", grid)
+    record = federation.run_round(1).record
+    assert record.dropped == ["client/2"] and record.dropped_at == {"client/2": 0}
+    assert record.participants == ["client/0", "client/1"]
+    assert federation.privacy.charged("client/2", 1)  # it may have trained: conservative
+    federation.close()
