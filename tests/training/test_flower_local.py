@@ -25,7 +25,7 @@ from privacy.ledger import KIND_DPSGD, PrivacyLedger
 from secagg.rand import DeterministicRng
 from training.checkpoint import load_checkpoint
 from training.federation import Federation, FederationConfig
-from training.flower.local import LocalDeployment, group_alive, prepare, run_flower_local
+from training.flower.local import LocalDeployment, prepare, run_flower_local
 
 pytestmark = pytest.mark.slow
 
@@ -120,20 +120,20 @@ def test_killed_supernode_is_a_dropout_and_a_killed_server_resumes_charging_each
     run_dir = tmp_path
     config = FederationConfig(**CONFIG, rounds=4)
     parties = prepare(config, run_dir, resume=False, train_timeout=60, phase_timeout=30)
-    pids = []
     with LocalDeployment(run_dir, parties) as deployment:
-        pids += [p.pid for p in deployment.processes.values()]
         runner = threading.Thread(target=deployment.submit, kwargs={"timeout": 600, "log": print})
         runner.start()
         try:
             assert _wait_for(lambda: _open_round(run_dir) == 2, 300)
+            deployment.track()
             deployment.kill("client/2")  # mid-round: round 2's training request is out
             assert _wait_for(lambda: _open_round(run_dir) == 3, 300)
-            deployment.kill("superlink")  # the server process (ServerApp is its child)
+            deployment.track()
+            deployment.kill("superlink")  # with the ServerApp process it started
         finally:
             deployment.stop()
             runner.join(timeout=30)
-    assert not any(group_alive(pid) for pid in pids)  # stop() waited for every group
+    assert deployment.tracked and not deployment.alive()  # Flower's own children included
     state = load_checkpoint(run_dir)
     assert state.completed_round == 2 and not state.finished
     round2 = state.rounds[1]

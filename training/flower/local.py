@@ -95,6 +95,7 @@ class LocalDeployment:
     parties: list[PartyId]
     insecure_seed: int | None = None
     processes: dict[str, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict)
+    tracked: dict[int, int | None] = dataclasses.field(default_factory=dict)
     port: int = 0
 
     def __enter__(self) -> LocalDeployment:
@@ -192,33 +193,56 @@ class LocalDeployment:
             state / "home",
         )
 
+    def track(self) -> None:
+        """Remember every descendant now: Flower detaches some of its own subprocesses
+        (the SuperLink's SuperExec runs in a new session), so process groups miss them."""
+        for process in self.processes.values():
+            for pid in descendants(process.pid):
+                self.tracked.setdefault(pid, start_time(pid))
+
+    def _kill_tracked(self, sig: int) -> None:
+        for pid, started in list(self.tracked.items()):
+            if start_time(pid) == started:  # the same process, not a reused pid
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+    def alive(self) -> list[int]:
+        """Pids started here (directly or by Flower) that still run (zombies count as gone)."""
+        out = [p.pid for p in self.processes.values() if p.poll() is None]
+        out += [pid for pid, t in self.tracked.items() if start_time(pid) == t and t is not None]
+        return out
+
     def kill(self, name: str) -> None:
-        """SIGKILL one process group now (tests: a crashed SuperNode or server)."""
+        """SIGKILL one process and everything it started, now (tests: a crash)."""
         process = self.processes[name]
+        doomed = descendants(process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.wait(timeout=STOP_GRACE_SECONDS)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while group_alive(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
 
     def stop(self) -> None:
-        """SIGTERM every process group started here, then SIGKILL what is left; reap all."""
+        """SIGTERM everything started here, then SIGKILL what is left; reap all; bounded."""
+        self.track()
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
+        self._kill_tracked(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for process in self.processes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        self.track()
         for process in self.processes.values():
-            # the group may outlive its leader (Flower's own subprocesses): always kill it
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=STOP_GRACE_SECONDS)
+        self._kill_tracked(signal.SIGKILL)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while any(group_alive(p.pid) for p in self.processes.values()):
+        while self.alive():
             if time.monotonic() > deadline:
                 raise FlowerLocalError("every started process must stop; some did not")
             time.sleep(0.1)
@@ -256,6 +280,7 @@ class LocalDeployment:
             with open(self.root / "logs" / "flwr-run.log", "ab") as sink:
                 assert_stream = process.stdout
                 for raw in iter(assert_stream.readline, b"") if assert_stream else []:
+                    self.track()
                     sink.write(raw)
                     line = raw.decode(errors="replace").strip()
                     if "secagg:" in line:
@@ -267,15 +292,34 @@ class LocalDeployment:
             raise FlowerLocalError(f"the Flower run must finish within {timeout:.0f} s; it did not")
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group ``pgid`` still exists."""
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name, or None if gone or a zombie."""
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields
+
+
+def start_time(pid: int) -> int | None:
+    """A live process's start time (clock ticks since boot): tells a reused pid apart."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root`` in the process tree (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
 
 
 def _killpg(process: subprocess.Popen[bytes]) -> None:
