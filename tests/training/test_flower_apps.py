@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from flwr.app import Context, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from secagg.errors import DecodeError, IntegrityError
@@ -63,6 +63,7 @@ class InProcessGrid:
         self.states = {node: RecordDict() for node in self.config}
         self.dead = set()
         self.tamper = None  # (reply fields) -> None, to play a deviating client
+        self.errors = []
 
     def get_node_ids(self):
         return list(self.config)
@@ -74,7 +75,11 @@ class InProcessGrid:
             if node in self.dead:
                 continue
             context = Context(1, node, self.config[node], self.states[node], {})
-            reply = client_app(message, context)
+            try:
+                reply = client_app(message, context)
+            except Exception as exc:  # what a SuperNode returns when the ClientApp raises
+                reply = Message(Error(code=0, reason=str(exc)), reply_to=message)
+                self.errors.append(str(exc))
             if self.tamper is not None:
                 self.tamper(self.config[node]["party"], reply)
             replies.append(reply)
@@ -197,3 +202,30 @@ def test_a_dead_node_is_a_dropout_and_still_charged(tmp_path):
     assert record.participants == ["client/0", "client/1"]
     assert federation.privacy.charged("client/2", 1)  # it may have trained: conservative
     federation.close()
+
+
+def test_a_server_replaying_a_round_to_fresh_node_state_gets_no_second_submission(tmp_path):
+    """Threat: Flower keeps a node's state per run, so a server can start a new run (fresh
+    state) and replay a finished round's parameters to obtain a second protected input
+    (or, in masking, a second set of reveals) for the same session. Each node records every
+    session it served on its own disk and refuses to serve one again."""
+    config = FederationConfig(scheme="plain", **dict(CONFIG, dp=False))
+    parties = [client_id(i) for i in range(config.clients)]
+    ensure_keys(tmp_path, parties)
+    grid = InProcessGrid(tmp_path, parties)
+    _, _, federation = _federation(tmp_path, "plain", grid)
+    federation.config = config  # no DP: only the session record stands in the way
+    federation.privacy = None
+    sent = []
+    original = federation.scheme.round_parameters
+
+    def replaying(*args, **kwargs):
+        sent.append(sent[0] if sent else original(*args, **kwargs))
+        return sent[-1]
+
+    federation.scheme.round_parameters = replaying
+    assert federation.run_round(1).record.participants == parties
+    grid.states = {node: RecordDict() for node in grid.states}  # a new Flower run
+    replay = federation.run_round(1).record
+    assert replay.aborted and replay.participants == []
+    assert len(grid.errors) == 3 and all("session must be new" in e for e in grid.errors)

@@ -22,9 +22,11 @@ refuses a round that would overspend whatever the server asks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,12 @@ from flwr.clientapp import ClientApp
 from privacy.budget import ClientBudgetGuard
 from privacy.errors import BudgetExceededError
 from privacy.ledger import PrivacyLedger
-from secagg.errors import ParameterError, SecAggError
-from secagg.identity import PartyKeys
-from secagg.protocol import ClientRole, Role
+from secagg.errors import DecodeError, ParameterError, SecAggError, ShareReuseError
+from secagg.identity import PartyKeys, Roster
+from secagg.protocol import ClientRole, Role, Scheme
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
-from secagg.wire import decode, encode
+from secagg.wire import MAGIC, decode, encode
 from training.client import run_client, train_local
 from training.config import FederationConfig
 from training.data import load_digits_data, partition
@@ -142,6 +144,15 @@ def train(msg: Message, context: Context) -> Message:
     load_flat(model, np.frombuffer(field(body, "model", bytes), dtype="<f8").copy())
     seed = _insecure_seed(context)
     base: Csprng = DeterministicRng.from_int(seed) if seed is not None else SystemRng()
+    scheme = _scheme(context, body)
+    params = _params(scheme, field(body, "params", bytes))
+    if params.round != round_number:
+        raise ParameterError(f"round parameters must be for round {round_number}; got another")
+    journal = _new_journal(
+        party, base if seed is not None else None, round_number, field(body, "params", bytes)
+    )
+    # before training: a replayed round costs the client neither budget nor a second reveal
+    _claim_session(context, party, params.session, journal.session)
     try:
         trainer, plan = _trainer(context, party, config, int(y.shape[0]), round_number, base)
     except BudgetExceededError as exc:
@@ -171,23 +182,9 @@ def train(msg: Message, context: Context) -> Message:
     finally:
         if plan is not None:
             _commit_own_ledger(context, party, plan, round_number)
-    role_seed = (
-        base.fork(f"role/{party}/{round_number}").random_bytes(32)
-        if seed is not None
-        else SystemRng().random_bytes(32)
-    )
-    journal = NodeJournal(
-        session=b"",
-        round=round_number,
-        sender=party,
-        recipient=party,
-        params=field(body, "params", bytes),
-        seed=role_seed,
-        vector=update.submission(),
-        inbound=(),
-    )
+    journal = dataclasses.replace(journal, vector=update.submission())
     start = time.perf_counter()
-    role = _rebuild(journal, party, keys, body)
+    role = _rebuild(scheme, journal, party, keys)
     outbound = role.protect(journal.vector) if isinstance(role, ClientRole) else []
     frames = [encode(m) for m in outbound]
     seconds = time.perf_counter() - start
@@ -210,12 +207,20 @@ def relay(msg: Message, context: Context) -> Message:
     party, keys = _node(context)
     body = _content(msg)
     sealed = context.state.config_records.get(STATE)
-    if sealed is None:
+    public: Any = body
+    if party.startswith("holder/") and (sealed is None or body.get("reset")):
+        # a key holder's role lives for the federation: it starts with the key ceremony
+        seed = _insecure_seed(context)
+        base = DeterministicRng.from_int(seed) if seed is not None else None
+        journal = _new_journal(party, base, 0, b"")
+    elif sealed is None:
         raise ParameterError(f"{party} must have joined the round before relayed frames")
-    journal = unseal(field(sealed, "journal", bytes), keys, str(context.run_id))
-    public = json.loads(field(sealed, "public", str))
+    else:
+        journal = unseal(field(sealed, "journal", bytes), keys, str(context.run_id))
+        public = json.loads(field(sealed, "public", str))
     start = time.perf_counter()
-    role = _rebuild(journal, party, keys, public)
+    scheme = _scheme(context, public)
+    role = _rebuild(scheme, journal, party, keys)
     if isinstance(role, ClientRole):
         role.protect(journal.vector)  # replay the entry point: its frames went out already
     for frame in journal.inbound:  # replay: their outputs were sent in an earlier phase
@@ -225,7 +230,9 @@ def relay(msg: Message, context: Context) -> Message:
     refused: list[str] = []
     for frame in unpack_frames(field(body, "frames", bytes)):
         try:
-            out += [encode(m) for m in role.handle(decode(frame))]
+            message = decode(frame)
+            _claim_session(context, party, message.session, journal.session)
+            out += [encode(m) for m in role.handle(message)]
         except SecAggError as exc:  # refused: the role's state is as before this frame
             refused.append(str(exc))
             break
@@ -251,18 +258,81 @@ def relay(msg: Message, context: Context) -> Message:
 # -- the role, rebuilt party-locally ---------------------------------------------
 
 
-def _rebuild(journal: NodeJournal, party: str, keys: PartyKeys, public: Any) -> Role:
-    """The party's role from the broadcast parameters, its own keys and its sealed seed."""
+def _scheme(context: Context, public: Any) -> Scheme:
+    """The federation's scheme from its public description, with this node's own roster."""
     aggregation = AggregationConfig(**json.loads(field(public, "aggregation", str)))
     scheme = create_scheme(field(public, "scheme", str), aggregation)
-    params = decode(journal.params)
-    role: Role = scheme.client_role(  # type: ignore[attr-defined]
-        party, params, keys, rng=DeterministicRng(journal.seed)
-    )
+    roster = context.node_config.get("roster")
+    if roster is not None and hasattr(scheme, "roster"):
+        scheme.roster = Roster.load(str(roster))  # trusted out of band, never the server's
+    return scheme
+
+
+def _params(scheme: Scheme, blob: bytes) -> Any:
+    """Round parameters as broadcast: a wire message, or the scheme's own ``to_bytes`` form."""
+    if blob[: len(MAGIC)] == MAGIC:
+        return decode(blob)
+    constructor = type(scheme).round_parameters  # type: ignore[attr-defined]
+    kind = typing.get_type_hints(constructor).get("return")
+    if kind is None or not hasattr(kind, "from_bytes"):
+        raise DecodeError(f"round parameters of {scheme.name} must be decodable")
+    return kind.from_bytes(blob)
+
+
+def _rebuild(scheme: Scheme, journal: NodeJournal, party: str, keys: PartyKeys) -> Role:
+    """The party's role, built party-locally: from the broadcast parameters (a client) or
+    the public federation parameters (a key holder), its own keys and its sealed seed."""
+    rng = DeterministicRng(journal.seed)
+    if party.startswith("holder/"):
+        holder: Role = scheme.holder_role(keys, rng=rng)  # type: ignore[attr-defined]
+        return holder
+    params = _params(scheme, journal.params)
+    role: Role = scheme.client_role(party, params, keys, rng=rng)  # type: ignore[attr-defined]
     return role
 
 
+def _new_journal(
+    party: str, insecure: Csprng | None, round_number: int, params: bytes
+) -> NodeJournal:
+    """A fresh journal: a new generation id (``session``) and a new secret role seed."""
+    source: Csprng = (
+        insecure.fork(f"role/{party}/{round_number}") if insecure is not None else SystemRng()
+    )
+    return NodeJournal(
+        session=SystemRng().random_bytes(16),  # always fresh, even in tests: see _claim_session
+        round=round_number,
+        sender=party,
+        recipient=party,
+        params=params,
+        seed=source.random_bytes(32),
+        vector=np.zeros(0),
+        inbound=(),
+    )
+
+
+def _claim_session(context: Context, party: str, session: bytes, generation: bytes) -> None:
+    """A protocol session is served by one journal only, ever (a file on this machine).
+
+    Security: Flower keeps ``Context.state`` per run, so a server that starts a new run
+    (or resets a holder) could otherwise replay a finished round to a fresh role and
+    obtain a second reveal for the same session (e.g. both shares of a dropped peer).
+    """
+    path = _state_dir(context) / f"{party.replace('/', '_')}.sessions"
+    claims = dict(
+        line.split() for line in path.read_text().splitlines() if line.strip()
+    ) if path.exists() else {}
+    owner = claims.get(session.hex())
+    if owner is None:
+        with open(path, "a") as handle:
+            handle.write(f"{session.hex()} {generation.hex()}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    elif owner != generation.hex():
+        raise ShareReuseError(f"session must be new to {party}; got one it already served")
+
+
 def _store(context: Context, journal: NodeJournal, keys: PartyKeys, public: Any) -> None:
+    """Seal the journal into ``Context.state`` (with the public scheme description)."""
     context.state.config_records[STATE] = ConfigRecord(
         {
             "journal": seal(journal, keys, str(context.run_id)),

@@ -37,7 +37,7 @@ from typing import Any
 import training
 from secagg.errors import SecAggError
 from secagg.identity import PartyKeys, Roster
-from secagg.protocol import PartyId, client_id
+from secagg.protocol import PartyId, client_id, holder_id
 from secagg.rand import SystemRng
 from training.config import FederationConfig
 from training.flower.server_app import ERROR_FILE, FlowerSpec
@@ -170,6 +170,7 @@ class LocalDeployment:
             "key-file": str(party_keys_path(self.run_dir, party)),
             "state-dir": str(state),
             "data": "digits",
+            "roster": str((self.run_dir / "roster.json").resolve()),
         }
         if self.insecure_seed is not None:
             node_config["insecure-seed"] = str(self.insecure_seed)
@@ -355,6 +356,8 @@ def prepare(
 ) -> list[PartyId]:
     """Keys, roster and the server's spec in ``run_dir``; returns the parties to start."""
     parties = [client_id(i) for i in range(config.clients)]
+    if config.scheme == "ckks":  # the decryption committee: one SuperNode per key holder
+        parties += [holder_id(i) for i in range(config.committee)]
     ensure_keys(run_dir, parties)
     if not resume:
         FlowerSpec(

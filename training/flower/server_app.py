@@ -47,11 +47,20 @@ from secagg.errors import (
     SecAggError,
 )
 from secagg.identity import PublicIdentity, Roster
-from secagg.protocol import SERVER, Aggregate, AggregationServer, PartyId, client_id
+from secagg.protocol import (
+    SERVER,
+    Aggregate,
+    AggregationServer,
+    Coordinator,
+    PartyId,
+    Scheme,
+    client_id,
+)
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.wire import DEFAULT_MAX_MESSAGE_BYTES, decode, encode
+from secagg.wire import Message as WireMessage
 from training.config import FederationConfig
-from training.federation import Federation, RoundOutcome, evaluate
+from training.federation import Federation, RoundOutcome, SetupRecord, evaluate
 from training.flower.codec import field, pack_frames, unpack_frames
 from training.transport import MAX_PHASES, PhaseStats, TrafficReport, role_kind
 from training.updates import fedavg_from_sum, flatten, load_flat
@@ -128,6 +137,29 @@ class FlowerFederation(Federation):
         self.nodes = dict(nodes)
         self.party_of = {node: party for party, node in nodes.items()}
         self.spec = spec
+        if spec.roster and hasattr(self.scheme, "roster"):
+            self.scheme.roster = Roster.load(Path(spec.roster))
+        self.public = {
+            "scheme": config.scheme,
+            "aggregation": json.dumps(dataclasses.asdict(self.aggregation)),
+        }
+
+    def setup(self) -> SetupRecord | None:
+        """The scheme's key ceremony among the key-holder SuperNodes (CKKS), if it has one."""
+        if not hasattr(self.scheme, "ceremony_server"):
+            return None
+        ceremony: Coordinator = self.scheme.ceremony_server(rng=self.rng.fork("setup"))
+        relay = _Relay(self, ceremony, 0, fresh=set(holder_parties(self.scheme)))
+        relay._route(relay._timed(SERVER, ceremony.start), SERVER)
+        relay.run()
+        if not ceremony.done:
+            raise ProtocolAbort(f"the key ceremony must complete; {relay.error or 'it did not'}")
+        report = relay.report
+        return SetupRecord(
+            bytes_total=int(sum(report.bytes_sent.values())),
+            seconds=float(sum(report.seconds.values())),
+            messages=report.messages,
+        )
 
     # -- one round -------------------------------------------------------------
 
@@ -143,7 +175,8 @@ class FlowerFederation(Federation):
         )
         server: AggregationServer = self.scheme.server_role(params)  # type: ignore[attr-defined]
         relay = _Relay(self, server, round_number)
-        replies = relay.train(cohort, encode(params))
+        blob = encode(params) if isinstance(params, WireMessage) else params.to_bytes()
+        replies = relay.train(cohort, blob)
         trained = [p for p in cohort if replies.get(p, {}).get("status") == "trained"]
         said_no = [p for p in cohort if replies.get(p, {}).get("status") == "refused"]
         if self.privacy is not None:  # conservative: charge every client that may have trained
@@ -157,7 +190,7 @@ class FlowerFederation(Federation):
         aggregate: Aggregate | None = None
         error: str | None = relay.error
         try:
-            aggregate = server.finalize() if server.done else None
+            aggregate = server.finalize() if server.done and not relay.aborted else None
         except InsufficientParticipantsError as exc:
             error = str(exc)
         if aggregate is not None and self.privacy is not None:
@@ -190,8 +223,16 @@ class FlowerFederation(Federation):
 class _Relay:
     """One round's message loop over the Grid (the Flower twin of InProcessTransport.run)."""
 
-    def __init__(self, fed: FlowerFederation, server: AggregationServer, round_number: int) -> None:
+    def __init__(
+        self,
+        fed: FlowerFederation,
+        server: Coordinator,
+        round_number: int,
+        *,
+        fresh: set[PartyId] | None = None,
+    ) -> None:
         self.fed = fed
+        self.fresh = set(fresh or ())  # parties whose role starts anew with this session
         self.server = server
         self.round = round_number
         self.report = TrafficReport()
@@ -200,6 +241,7 @@ class _Relay:
         self.dropped_at: dict[PartyId, int] = {}
         self.pending: dict[PartyId, list[bytes]] = collections.defaultdict(list)
         self.error: str | None = None
+        self.aborted = False
 
     def alive(self, party: PartyId) -> bool:
         return party not in self.dropped_at
@@ -231,9 +273,8 @@ class _Relay:
         self._route(self._timed(SERVER, self.server.start), SERVER)
         model = flatten(fed.model).astype("<f8").tobytes()
         public = {
+            **fed.public,
             "config": json.dumps(fed.config.to_dict()),
-            "aggregation": json.dumps(dataclasses.asdict(fed.aggregation)),
-            "scheme": fed.config.scheme,
             "classes": int(fed.data.num_classes),
             "round": self.round,
             "model": model,
@@ -263,10 +304,18 @@ class _Relay:
         while True:
             while self.pending:
                 batch = {
-                    p: {"frames": pack_frames(frames)}
+                    p: {
+                        **self.fed.public,
+                        "frames": pack_frames(frames),
+                        "reset": p in self.fresh,
+                    }
                     for p, frames in self.pending.items()
-                    if self.alive(p)
+                    if self.alive(p) and p in self.fed.nodes
                 }
+                for p in self.pending:
+                    if p not in self.fed.nodes:
+                        self.drop(p)
+                self.fresh -= set(batch)
                 self.pending.clear()
                 for party, fields in self._send(
                     batch, "relay", self.fed.spec.phase_timeout
@@ -285,7 +334,7 @@ class _Relay:
             try:
                 out = self._timed(SERVER, self.server.advance)
             except InsufficientParticipantsError as exc:
-                self.error = str(exc)
+                self.error, self.aborted = str(exc), True
                 break
             window.name = self.server.phase.name
             self._route(out, SERVER)
@@ -339,6 +388,12 @@ class _Relay:
 # -- the ServerApp ------------------------------------------------------------------
 
 
+def holder_parties(scheme: Scheme) -> tuple[PartyId, ...]:
+    """The key holders a scheme's roster names (none for schemes without a committee)."""
+    roster = getattr(scheme, "roster", None)
+    return roster.of_kind("holder") if isinstance(roster, Roster) else ()
+
+
 def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while True:
@@ -374,6 +429,7 @@ def _hello(
         parties[party] = reply.metadata.src_node_id
         records[party] = field(fields, "records", int)
     expected = [client_id(i) for i in range(config.clients)]
+    expected += list(roster.of_kind("holder")) if roster else []  # key holders are nodes too
     missing = [p for p in expected if p not in parties]
     if missing:
         raise ParameterError(f"every client must have a SuperNode; got none for {missing}")
@@ -387,7 +443,8 @@ def serve(grid: Grid, run_dir: Path) -> None:
 
     spec = FlowerSpec.load(run_dir)
     config = FederationConfig(**spec.config)
-    nodes = _wait_for_nodes(grid, config.clients, spec.startup_timeout)
+    roster_size = len(Roster.load(Path(spec.roster))) if spec.roster else config.clients
+    nodes = _wait_for_nodes(grid, roster_size, spec.startup_timeout)
     parties, records = _hello(grid, nodes, config, spec)
     rng: Csprng = (
         DeterministicRng.from_int(spec.insecure_seed)
