@@ -556,12 +556,27 @@ def bench(
     ),
     plan: bool = typer.Option(False, "--plan", help="Only print which cells would run."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    flower: bool = typer.Option(
+        False,
+        "--flower",
+        help="Only the Flower comparisons: Flower's SecAgg+ on the same vectors, and the "
+        "round overhead of flower-local vs in-process (a few minutes).",
+    ),
 ) -> None:
     """Measure what secure aggregation costs over the plaintext sum (seconds and bytes)."""
     from benchmarks.harness import estimate_plan, run_benchmark
 
     torch.set_num_threads(1)
     console = Console(highlight=False)
+    if flower:
+        from benchmarks.flower_overhead import run_flower_bench
+
+        try:
+            run_flower_bench(out)
+        except SecAggError as exc:
+            raise _fail(str(exc)) from None
+        console.print((out / "flower.md").read_text(), markup=False)
+        return
     try:
         if plan:
             estimate = estimate_plan(grid, quick=quick)
