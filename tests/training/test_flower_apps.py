@@ -56,6 +56,7 @@ class InProcessGrid:
                 "key-file": str(party_keys_path(run_dir, party)),
                 "state-dir": str(run_dir / "nodes" / party.replace("/", "_")),
                 "data": "digits",
+                "roster": str(run_dir / "roster.json"),
                 "insecure-seed": SEED,
             }
             for node, party in enumerate(parties, start=101)

@@ -38,7 +38,13 @@ from flwr.clientapp import ClientApp
 from privacy.budget import ClientBudgetGuard
 from privacy.errors import BudgetExceededError
 from privacy.ledger import PrivacyLedger
-from secagg.errors import DecodeError, ParameterError, SecAggError, ShareReuseError
+from secagg.errors import (
+    DecodeError,
+    IntegrityError,
+    ParameterError,
+    SecAggError,
+    ShareReuseError,
+)
 from secagg.identity import PartyKeys, Roster
 from secagg.protocol import ClientRole, Role, Scheme
 from secagg.rand import Csprng, DeterministicRng, SystemRng
@@ -146,6 +152,7 @@ def train(msg: Message, context: Context) -> Message:
     base: Csprng = DeterministicRng.from_int(seed) if seed is not None else SystemRng()
     scheme = _scheme(context, body)
     params = _params(scheme, field(body, "params", bytes))
+    _check_identities(context, params)
     if params.round != round_number:
         raise ParameterError(f"round parameters must be for round {round_number}; got another")
     journal = _new_journal(
@@ -277,6 +284,22 @@ def _params(scheme: Scheme, blob: bytes) -> Any:
     if kind is None or not hasattr(kind, "from_bytes"):
         raise DecodeError(f"round parameters of {scheme.name} must be decodable")
     return kind.from_bytes(blob)
+
+
+def _check_identities(context: Context, params: Any) -> None:
+    """Identity keys the server put into round parameters must be the node's own roster's.
+
+    Security: a server substituting a peer's identity key could otherwise impersonate
+    that peer to this client (the PKI assumption: trust the roster, not the server).
+    """
+    identities = getattr(params, "identities", None)
+    path = context.node_config.get("roster")
+    if identities is None or path is None:
+        return
+    roster = Roster.load(str(path))
+    for party, key in dict(identities).items():
+        if party not in roster or roster[party].signing != key:
+            raise IntegrityError("round parameters' identity keys")
 
 
 def _rebuild(scheme: Scheme, journal: NodeJournal, party: str, keys: PartyKeys) -> Role:
