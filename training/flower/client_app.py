@@ -276,14 +276,14 @@ def _scheme(context: Context, public: Any) -> Scheme:
 
 
 def _params(scheme: Scheme, blob: bytes) -> Any:
-    """Round parameters as broadcast: a wire message, or the scheme's own ``to_bytes`` form."""
-    if blob[: len(MAGIC)] == MAGIC:
-        return decode(blob)
+    """Round parameters as broadcast: the scheme's own ``from_bytes`` form, or a wire message."""
     constructor = type(scheme).round_parameters  # type: ignore[attr-defined]
     kind = typing.get_type_hints(constructor).get("return")
-    if kind is None or not hasattr(kind, "from_bytes"):
-        raise DecodeError(f"round parameters of {scheme.name} must be decodable")
-    return kind.from_bytes(blob)
+    if kind is not None and hasattr(kind, "from_bytes"):
+        return kind.from_bytes(blob)
+    if blob[: len(MAGIC)] != MAGIC:
+        raise DecodeError(f"round parameters of {scheme.name} must be a wire message")
+    return decode(blob)
 
 
 def _check_identities(context: Context, params: Any) -> None:
