@@ -12,7 +12,7 @@ import pytest
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from secagg.errors import DecodeError, IntegrityError
+from secagg.errors import DecodeError, IntegrityError, ParameterError
 from secagg.identity import PartyKeys
 from secagg.protocol import client_id
 from secagg.rand import DeterministicRng
@@ -85,6 +85,13 @@ class InProcessGrid:
                 self.tamper(self.config[node]["party"], reply)
             replies.append(reply)
         return replies
+
+
+def _hello(grid, tmp_path, config):
+    from training.flower.server_app import _hello as hello
+
+    spec = FlowerSpec(config=config.to_dict(), roster=str(tmp_path / "roster.json"))
+    return hello(grid, grid.get_node_ids(), config, spec)
 
 
 def _federation(tmp_path, scheme, grid=None):
@@ -230,3 +237,25 @@ def test_a_server_replaying_a_round_to_fresh_node_state_gets_no_second_submissio
     replay = federation.run_round(1).record
     assert replay.aborted and replay.participants == []
     assert len(grid.errors) == 3 and all("session must be new" in e for e in grid.errors)
+
+
+def test_a_node_must_prove_its_roster_identity_to_take_a_seat(tmp_path):
+    """Threat: a rogue SuperNode announces client/1's public keys (they are public) to take
+    its seat. Without client/1's signing key it cannot sign the server's challenge: it is
+    ignored, and the run refuses to start without the real client/1."""
+    config = FederationConfig(scheme="plain", **CONFIG)
+    parties = [client_id(i) for i in range(config.clients)]
+    ensure_keys(tmp_path, parties)
+    grid = InProcessGrid(tmp_path, parties)
+    nodes, records = _hello(grid, tmp_path, config)
+    assert nodes == {p: 101 + i for i, p in enumerate(parties)}
+    assert all(records[p] > 0 for p in parties)
+
+    def forge(party, reply):
+        if party == "client/1":
+            fields = reply.content.config_records["secagg"]
+            fields["proof"] = bytes(64)  # copies the public keys, cannot sign
+
+    grid.tamper = forge
+    with pytest.raises(ParameterError, match=r"none for \['client/1'\]"):
+        _hello(grid, tmp_path, config)

@@ -54,7 +54,15 @@ from training.client import run_client, train_local
 from training.config import FederationConfig
 from training.data import load_digits_data, partition
 from training.federation import _seed_from, privacy_plan_for
-from training.flower.codec import NodeJournal, field, pack_frames, seal, unpack_frames, unseal
+from training.flower.codec import (
+    NodeJournal,
+    field,
+    hello_transcript,
+    pack_frames,
+    seal,
+    unpack_frames,
+    unseal,
+)
 from training.models import build_model
 from training.privacy_plan import PrivacyPlan
 from training.updates import load_flat
@@ -123,17 +131,25 @@ def _reply(msg: Message, fields: dict[str, Any]) -> Message:
 
 @app.query("hello")
 def hello(msg: Message, context: Context) -> Message:
+    """Who this node is: its party id, its public keys, proof it holds the signing key
+    (a signature over the server's fresh challenge) and, for a client, its record count."""
     party, keys = _node(context)
-    config = FederationConfig(**json.loads(field(_content(msg), "config", str)))
-    _, y = load_local_data(context, party, config)
+    body = _content(msg)
+    config = FederationConfig(**json.loads(field(body, "config", str)))
+    records = 0
+    if party.startswith("client/"):
+        _, y = load_local_data(context, party, config)
+        records = int(y.shape[0])
     public = keys.public
+    proof = keys.signing.sign(hello_transcript(party, field(body, "challenge", bytes)))
     return _reply(
         msg,
         {
             "party": party,
             "signing": public.signing,
             "agreement": public.agreement,
-            "records": int(y.shape[0]),
+            "proof": proof,
+            "records": records,
         },
     )
 

@@ -121,6 +121,11 @@ def unseal(blob: bytes, keys: PartyKeys, run: str) -> NodeJournal:
     return journal
 
 
+def hello_transcript(party: str, challenge: bytes) -> bytes:
+    """What a node signs to prove it holds its roster signing key (domain-separated)."""
+    return b"secagg/flower/hello/v1|" + party.encode() + b"|" + challenge
+
+
 def field(record: Mapping[str, object], key: str, kind: type[T]) -> T:
     """A typed value from a Flower record; a missing or mistyped field is a DecodeError."""
     value = record.get(key)

@@ -40,7 +40,7 @@ from secagg.identity import PartyKeys, Roster
 from secagg.protocol import PartyId, client_id, holder_id
 from secagg.rand import SystemRng
 from training.config import FederationConfig
-from training.flower.server_app import ERROR_FILE, FlowerSpec
+from training.flower.server_app import ERROR_FILE, FlowerSpec, check_flower_config
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 HOST = "127.0.0.1"
@@ -356,6 +356,7 @@ def prepare(
     phase_timeout: float = 60.0,
 ) -> list[PartyId]:
     """Keys, roster and the server's spec in ``run_dir``; returns the parties to start."""
+    check_flower_config(config)
     parties = [client_id(i) for i in range(config.clients)]
     if config.scheme == "ckks":  # the decryption committee: one SuperNode per key holder
         parties += [holder_id(i) for i in range(config.committee)]

@@ -29,12 +29,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
@@ -42,6 +45,7 @@ from privacy.errors import BudgetExceededError
 from secagg.errors import (
     DecodeError,
     InsufficientParticipantsError,
+    IntegrityError,
     ParameterError,
     ProtocolAbort,
     SecAggError,
@@ -61,7 +65,7 @@ from secagg.wire import DEFAULT_MAX_MESSAGE_BYTES, decode, encode
 from secagg.wire import Message as WireMessage
 from training.config import FederationConfig
 from training.federation import Federation, RoundOutcome, SetupRecord, evaluate
-from training.flower.codec import field, pack_frames, unpack_frames
+from training.flower.codec import field, hello_transcript, pack_frames, unpack_frames
 from training.transport import MAX_PHASES, PhaseStats, TrafficReport, role_kind
 from training.updates import fedavg_from_sum, flatten, load_flat
 
@@ -108,6 +112,18 @@ def _message(node: int, action: str, fields: dict[str, Any], *, ttl: float, grou
     )
 
 
+def check_flower_config(config: FederationConfig) -> None:
+    """What the flower engine does not do (refused before any process starts)."""
+    if config.dropout:
+        raise ParameterError(
+            f"dropout must be 0 on the flower engine (its dropouts are real); got {config.dropout}"
+        )
+    if config.dp and config.dp_unit != "record":
+        raise ParameterError(
+            f"dp_unit must be 'record' on the flower engine; got {config.dp_unit!r}"
+        )
+
+
 def exchange(grid: Grid, messages: list[Message], *, timeout: float) -> list[Message]:
     """Grid.send_and_receive's contract (push, then pull replies until all are in or the
     deadline passes) with a 0.2 s poll instead of Flower's fixed 3 s: a protocol round
@@ -147,11 +163,7 @@ class FlowerFederation(Federation):
         spec: FlowerSpec,
         **kwargs: Any,
     ) -> None:
-        if config.dropout:
-            raise ParameterError(
-                "dropout must be 0 on the flower engine (its dropouts are real); "
-                f"got {config.dropout}"
-            )
+        check_flower_config(config)
         super().__init__(config, **kwargs)
         self.grid = grid
         self.nodes = dict(nodes)
@@ -441,28 +453,51 @@ def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
 def _hello(
     grid: Grid, nodes: list[int], config: FederationConfig, spec: FlowerSpec
 ) -> tuple[dict[PartyId, int], dict[PartyId, int]]:
-    """Ask every node who it is; check it against the out-of-band roster."""
+    """Ask every node who it is; keep those that prove a roster identity.
+
+    Security: a node must sign the server's fresh challenge with the signing key the
+    out-of-band roster lists for the party it claims; public keys alone (which anyone
+    can copy) do not take a party's seat. Nodes that fail are ignored (logged).
+    """
     roster = Roster.load(Path(spec.roster)) if spec.roster else None
-    hello = {"config": json.dumps(config.to_dict())}
+    config_json = json.dumps(config.to_dict())
+    challenges = {n: os.urandom(32) for n in nodes}
     messages = [
-        _message(n, "hello", hello, ttl=spec.startup_timeout, group="0") for n in nodes
+        _message(
+            n,
+            "hello",
+            {"config": config_json, "challenge": challenges[n]},
+            ttl=spec.startup_timeout,
+            group="0",
+        )
+        for n in nodes
     ]
     parties: dict[PartyId, int] = {}
     records: dict[PartyId, int] = {}
     for reply in exchange(grid, messages, timeout=spec.startup_timeout):
         fields = _fields(reply)
-        if fields is None:
+        node = reply.metadata.src_node_id
+        if fields is None or node not in challenges:
             continue
-        party = field(fields, "party", str)
-        identity = PublicIdentity(
-            party, field(fields, "signing", bytes), field(fields, "agreement", bytes)
-        )
-        if roster is not None and roster.get(party) != identity:
-            raise ParameterError(f"node keys must match the roster; got other keys for {party}")
+        try:
+            party = field(fields, "party", str)
+            identity = PublicIdentity(
+                party, field(fields, "signing", bytes), field(fields, "agreement", bytes)
+            )
+            if roster is not None:
+                if roster.get(party) != identity:
+                    raise IntegrityError("node identity")
+                Ed25519PublicKey.from_public_bytes(identity.signing).verify(
+                    field(fields, "proof", bytes), hello_transcript(party, challenges[node])
+                )
+            count = field(fields, "records", int)
+        except (SecAggError, InvalidSignature) as exc:
+            print(f"secagg: ignoring SuperNode {node}: {type(exc).__name__}", flush=True)
+            continue
         if party in parties:
             raise ParameterError(f"parties must be distinct; got {party} on two nodes")
-        parties[party] = reply.metadata.src_node_id
-        records[party] = field(fields, "records", int)
+        parties[party] = node
+        records[party] = count
     expected = [client_id(i) for i in range(config.clients)]
     expected += list(roster.of_kind("holder")) if roster else []  # key holders are nodes too
     missing = [p for p in expected if p not in parties]
