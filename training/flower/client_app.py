@@ -31,13 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from privacy.budget import ClientBudgetGuard
-from privacy.errors import BudgetExceededError
-from privacy.ledger import PrivacyLedger
 from secagg.errors import (
     DecodeError,
     IntegrityError,
@@ -50,10 +46,6 @@ from secagg.protocol import ClientRole, Role, Scheme
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
 from secagg.wire import MAGIC, decode, encode
-from training.client import run_client, train_local
-from training.config import FederationConfig
-from training.data import load_digits_data, partition
-from training.federation import _seed_from, privacy_plan_for
 from training.flower.codec import (
     NodeJournal,
     field,
@@ -63,9 +55,6 @@ from training.flower.codec import (
     unpack_frames,
     unseal,
 )
-from training.models import build_model
-from training.privacy_plan import PrivacyPlan
-from training.updates import load_flat
 
 RECORD = "secagg"
 STATE = "secagg-sealed"
@@ -84,7 +73,7 @@ def _node(context: Context) -> tuple[str, PartyKeys]:
     return party, keys
 
 
-def _state_dir(context: Context) -> Path:
+def state_dir(context: Context) -> Path:
     path = Path(str(context.node_config.get("state-dir", "")) or ".")
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -94,28 +83,6 @@ def _insecure_seed(context: Context) -> int | None:
     """Tests only: reproducible DP noise and role randomness (INSECURE, named so)."""
     value = context.node_config.get("insecure-seed")
     return None if value is None else int(value)
-
-
-def load_local_data(
-    context: Context, party: str, config: FederationConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """This party's training records: the digits demo split, or its own .npz file."""
-    source = str(context.node_config.get("data", "digits"))
-    if source == "digits":
-        data = load_digits_data(seed=config.seed)
-        parts = partition(
-            data.y_train, config.clients, config.partition, alpha=config.alpha, seed=config.seed
-        )
-        index = int(party.split("/", 1)[1])
-        if not 0 <= index < config.clients:
-            raise ParameterError(f"party must be client/0..{config.clients - 1}; got {party}")
-        rows = parts[index]
-        return torch.from_numpy(data.x_train[rows]), torch.from_numpy(data.y_train[rows])
-    with np.load(source, allow_pickle=False) as arrays:
-        return (
-            torch.from_numpy(np.asarray(arrays["x"], dtype=np.float32)),
-            torch.from_numpy(np.asarray(arrays["y"], dtype=np.int64)),
-        )
 
 
 def _content(msg: Message) -> ConfigRecord:
@@ -135,11 +102,11 @@ def hello(msg: Message, context: Context) -> Message:
     (a signature over the server's fresh challenge) and, for a client, its record count."""
     party, keys = _node(context)
     body = _content(msg)
-    config = FederationConfig(**json.loads(field(body, "config", str)))
     records = 0
     if party.startswith("client/"):
-        _, y = load_local_data(context, party, config)
-        records = int(y.shape[0])
+        from training.flower.client_train import record_count
+
+        records = record_count(context, party, field(body, "config", str))
     public = keys.public
     proof = keys.signing.sign(hello_transcript(party, field(body, "challenge", bytes)))
     return _reply(
@@ -156,14 +123,12 @@ def hello(msg: Message, context: Context) -> Message:
 
 @app.query("train")
 def train(msg: Message, context: Context) -> Message:
+    """Train locally, then protect the update with this client's party-local role."""
+    from training.flower import client_train  # torch, opacus: only where training happens
+
     party, keys = _node(context)
     body = _content(msg)
-    config = FederationConfig(**json.loads(field(body, "config", str)))
     round_number = field(body, "round", int)
-    x, y = load_local_data(context, party, config)
-    classes = field(body, "classes", int)
-    model = build_model(config.model, int(x.shape[1]), classes, seed=config.seed)
-    load_flat(model, np.frombuffer(field(body, "model", bytes), dtype="<f8").copy())
     seed = _insecure_seed(context)
     base: Csprng = DeterministicRng.from_int(seed) if seed is not None else SystemRng()
     scheme = _scheme(context, body)
@@ -176,36 +141,10 @@ def train(msg: Message, context: Context) -> Message:
     )
     # before training: a replayed round costs the client neither budget nor a second reveal
     _claim_session(context, party, params.session, journal.session)
-    try:
-        trainer, plan = _trainer(context, party, config, int(y.shape[0]), round_number, base)
-    except BudgetExceededError as exc:
-        return _reply(msg, {"status": "refused", "reason": str(exc)})
-    generator = torch.Generator().manual_seed(
-        _seed_from(
-            DeterministicRng.from_int(config.seed)
-            .fork("training/simulation")
-            .fork(f"local/{round_number}/{party}")
-        )
-    )
-    try:
-        update = run_client(
-            party,
-            model,
-            x,
-            y,
-            config.local,
-            round_index=round_number,
-            weight=field(body, "weight", float),
-            update_clip=config.update_clip,
-            generator=generator,
-            trainer=trainer,
-        )
-    except BudgetExceededError as exc:
-        return _reply(msg, {"status": "refused", "reason": str(exc)})
-    finally:
-        if plan is not None:
-            _commit_own_ledger(context, party, plan, round_number)
-    journal = dataclasses.replace(journal, vector=update.submission())
+    outcome = client_train.local_update(context, party, body, state_dir(context), rng=base)
+    if isinstance(outcome, str):
+        return _reply(msg, {"status": "refused", "reason": outcome})
+    journal = dataclasses.replace(journal, vector=outcome.submission())
     start = time.perf_counter()
     role = _rebuild(scheme, journal, party, keys)
     outbound = role.protect(journal.vector) if isinstance(role, ClientRole) else []
@@ -216,9 +155,9 @@ def train(msg: Message, context: Context) -> Message:
         msg,
         {
             "status": "trained",
-            "loss": float(update.metrics.loss),
-            "train-seconds": float(update.metrics.seconds),
-            "samples": int(update.metrics.samples),
+            "loss": float(outcome.metrics.loss),
+            "train-seconds": float(outcome.metrics.seconds),
+            "samples": int(outcome.metrics.samples),
             "frames": pack_frames(frames),
             "seconds": seconds,
         },
@@ -356,7 +295,7 @@ def _claim_session(context: Context, party: str, session: bytes, generation: byt
     (or resets a holder) could otherwise replay a finished round to a fresh role and
     obtain a second reveal for the same session (e.g. both shares of a dropped peer).
     """
-    path = _state_dir(context) / f"{party.replace('/', '_')}.sessions"
+    path = state_dir(context) / f"{party.replace('/', '_')}.sessions"
     claims = dict(
         line.split() for line in path.read_text().splitlines() if line.strip()
     ) if path.exists() else {}
@@ -383,64 +322,3 @@ def _store(context: Context, journal: NodeJournal, keys: PartyKeys, public: Any)
             ),
         }
     )
-
-
-# -- the client's own privacy accounting ------------------------------------------
-
-
-def _own_paths(context: Context, party: str) -> tuple[Path, Path]:
-    stem = party.replace("/", "_")
-    root = _state_dir(context)
-    return root / f"{stem}.ledger", root / f"{stem}.guard.json"
-
-
-def _trainer(
-    context: Context,
-    party: str,
-    config: FederationConfig,
-    records: int,
-    round_number: int,
-    rng: Csprng,
-) -> tuple[Any, PrivacyPlan | None]:
-    """DP-SGD under this client's own guard (restored from its state dir), or plain SGD."""
-    if not config.dp:
-        return train_local, None
-    if config.dp_unit != "record":
-        raise ParameterError(f"flower engine dp_unit must be 'record'; got {config.dp_unit!r}")
-    plan = privacy_plan_for(config, {party: records}, rng=rng)
-    if not isinstance(plan, PrivacyPlan):
-        raise ParameterError("flower engine supports record-level DP only")
-    ledger_path, guard_path = _own_paths(context, party)
-    budget = context.node_config.get("budget")
-    if guard_path.exists():
-        plan.guards[party] = ClientBudgetGuard.from_json(guard_path.read_text())
-    if budget is not None:
-        plan.guards[party].set_budget(float(budget))
-    plan.ledger = PrivacyLedger.open(ledger_path)
-    if plan.ledger.budget(party) is None:
-        plan.ledger.set_budget(
-            party,
-            epsilon=plan.guards[party].budget_epsilon,
-            delta=plan.delta,
-            round_index=0,
-            reason="the client's own budget",
-        )
-    if plan.charged(party, round_number):
-        plan.ledger.close()
-        raise BudgetExceededError(
-            f"round must be new to {party}; got round {round_number} again (already trained)"
-        )
-    return plan.train, plan
-
-
-def _commit_own_ledger(context: Context, party: str, plan: PrivacyPlan, round_number: int) -> None:
-    """Record what this client ran in its own ledger and guard file (before replying)."""
-    try:
-        if plan.trained_in(party, round_number):
-            plan.commit(round_number, [party])
-        _, guard_path = _own_paths(context, party)
-        tmp = guard_path.with_name(guard_path.name + ".tmp")
-        tmp.write_text(plan.guards[party].to_json())
-        os.replace(tmp, guard_path)
-    finally:
-        plan.close()
