@@ -277,6 +277,7 @@ def test_a_node_lost_after_its_protected_input_is_a_dropout_the_round_survives(t
     where the scheme can recover it, and the released sum matches the in-process run."""
     config, grid, federation = _federation(tmp_path, scheme)
     grid.silent_after_train.add(103)  # client/2
+    federation.setup()  # the key ceremony, for schemes with one
     record = federation.run_round(1).record
     assert not record.aborted, record.error
     assert {"client/0", "client/1"} <= set(record.participants)
