@@ -1,10 +1,10 @@
 """The ``secagg`` command line: ``run`` (federated training), ``audit``, ``bench``.
 
 Settings of ``secagg run`` come from, in increasing priority:
-:class:`FederationConfig`'s defaults (with :data:`DEFAULT_SCHEME`, and under DP
-:data:`~training.privacy_plan.DP_TRAINING_DEFAULTS` for the local-training
-settings not given), a ``--config FILE.toml`` whose keys are the flag names
-(``local-epochs = 3``; ``local_epochs`` is accepted too), and the flags.
+:class:`FederationConfig`'s defaults (the same as the Python API's: threshold CKKS,
+DP-SGD on, and under DP :data:`~training.privacy_plan.DP_TRAINING_DEFAULTS` for the
+local-training settings not given), a ``--config FILE.toml`` whose keys are the flag
+names (``local-epochs = 3``; ``local_epochs`` is accepted too), and the flags.
 Any bad setting ends the command with one ``error:`` line and exit code 2.
 """
 
@@ -25,13 +25,12 @@ from rich.table import Table
 from privacy.errors import PrivacyError
 from secagg.errors import SecAggError
 from training.federation import Federation, FederationConfig, FederationResult, RoundRecord
+from training.config import DEFAULT_SCHEME, PLAIN_TRAINING_DEFAULTS
+from training.models import available_models
 from training.privacy_plan import DEFAULT_DELTA, DEFAULT_EPSILON, DP_TRAINING_DEFAULTS
 
-# The scheme `secagg run` uses when none is given (DESIGN §6: threshold CKKS).
-# "plain" here would make the default run the INSECURE reference.
-DEFAULT_SCHEME = "ckks"
-# Whether `secagg run` trains with DP-SGD unless told --no-dp.
-DP_BY_DEFAULT = True
+# Whether `secagg run` trains with DP-SGD unless told --no-dp (the API's default too).
+DP_BY_DEFAULT: bool = FederationConfig.__dataclass_fields__["dp"].default  # type: ignore[assignment]
 
 USAGE_ERROR = 2
 
@@ -87,7 +86,7 @@ def _d(field: str) -> str:
 
 def _dp_d(field: str) -> str:
     """ " (default: X with DP, Y without)." for the settings DP-SGD tunes differently."""
-    plain = FederationConfig.__dataclass_fields__[field].default
+    plain = PLAIN_TRAINING_DEFAULTS[field]
     return f" (default: {DP_TRAINING_DEFAULTS[field]} with DP, {plain} without)."
 
 
@@ -141,10 +140,9 @@ def resolve_settings(
     """Defaults ← config file ← flags; returns the validated config and the ``out`` path."""
     merged = dict(file_values)
     merged.update({k: v for k, v in flags.items() if v is not None})
-    fields: dict[str, Any] = {"scheme": DEFAULT_SCHEME}
-    fields.update({CONFIG_KEYS[k]: v for k, v in merged.items() if k in CONFIG_KEYS})
+    # FederationConfig's defaults are the CLI's (ckks, DP-SGD on): only given values pass
+    fields: dict[str, Any] = {CONFIG_KEYS[k]: v for k, v in merged.items() if k in CONFIG_KEYS}
     no_dp = bool(merged.get("no-dp", False))
-    dp = not no_dp and (DP_BY_DEFAULT or any(merged.get(k) is not None for k in DP_KEYS))
     if no_dp:
         given = [k for k in DP_KEYS if merged.get(k) is not None]
         if given:
@@ -152,13 +150,7 @@ def resolve_settings(
                 f"{given[0]} must not be set together with no-dp; got both "
                 "(drop --no-dp to train with DP-SGD)"
             )
-    fields["dp"] = dp
-    if dp:
-        fields.setdefault("epsilon", DEFAULT_EPSILON)
-        fields.setdefault("delta", DEFAULT_DELTA)
-        if fields.get("dp_unit", "record") == "record":
-            for key, value in DP_TRAINING_DEFAULTS.items():
-                fields.setdefault(key, value)
+    fields["dp"] = not no_dp
     out = merged.get("out")
     return FederationConfig(**fields), Path(out) if out is not None else None
 
@@ -345,7 +337,9 @@ def run(
     update_clip: float | None = typer.Option(
         None, help="L2 clip of each client's update (S under --dp-unit client)" + _d("update_clip")
     ),
-    model: str | None = typer.Option(None, help="Registered model name" + _d("model")),
+    model: str | None = typer.Option(
+        None, help=f"Model: {', '.join(available_models())}" + _d("model")
+    ),
     clients_per_round: int | None = typer.Option(
         None, help="Clients sampled per round (default: all)."
     ),
