@@ -11,7 +11,10 @@ Any bad setting ends the command with one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import tomllib
+import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +27,14 @@ from rich.table import Table
 
 from privacy.errors import PrivacyError
 from secagg.errors import SecAggError
-from training.federation import Federation, FederationConfig, FederationResult, RoundRecord
 from training.config import DEFAULT_SCHEME, PLAIN_TRAINING_DEFAULTS
+from training.federation import (
+    Federation,
+    FederationConfig,
+    FederationResult,
+    RoundRecord,
+    UtilityWarning,
+)
 from training.models import available_models
 from training.privacy_plan import DEFAULT_DELTA, DEFAULT_EPSILON, DP_TRAINING_DEFAULTS
 
@@ -33,6 +42,8 @@ from training.privacy_plan import DEFAULT_DELTA, DEFAULT_EPSILON, DP_TRAINING_DE
 DP_BY_DEFAULT: bool = FederationConfig.__dataclass_fields__["dp"].default  # type: ignore[assignment]
 
 USAGE_ERROR = 2
+# The run finished but released no model (every round aborted or was refused).
+NO_MODEL = 1
 
 app = typer.Typer(
     add_completion=False,
@@ -90,8 +101,18 @@ def _dp_d(field: str) -> str:
     return f" (default: {DP_TRAINING_DEFAULTS[field]} with DP, {plain} without)."
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"secagg {metadata.version('secagg')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """secagg: federated learning over secure aggregation."""
     # dp-accounting's RDP cross-check logs (via absl) every Rényi order it drops
     # for numerical reasons; the bound stays valid, and the lines drown the output.
@@ -386,13 +407,24 @@ def run(
     except (ConfigError, SecAggError) as exc:
         raise _fail(str(exc)) from None
     try:
-        # validates data, partition, scheme and DP (calibration) before any output
-        federation = Federation(settings, ledger_path=run_dir / "ledger")
-        result = _run_with_progress(console, federation)
+        with warnings.catch_warnings():
+            # printed as one `warning:` line each instead of Python's two-line form
+            warnings.simplefilter("ignore", UtilityWarning)
+            # validates data, partition, scheme and DP (calibration) before any output
+            federation = Federation(settings, ledger_path=run_dir / "ledger")
+            for message in federation.warnings:
+                _warn(message)
+            result = _run_with_progress(console, federation)
+        write_run_dir(result, run_dir)
     except (SecAggError, PrivacyError) as exc:
         _remove_if_empty(run_dir)
         raise _fail(str(exc)) from None
-    write_run_dir(result, run_dir)
+    except (OSError, sqlite3.Error) as exc:
+        # e.g. the run directory turned read-only or the disk filled up mid-run
+        raise _fail(
+            f"out must stay a writable directory during the run; got {str(run_dir)!r} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     console.print(summary_table(result))
     if result.privacy.get("enabled"):
         console.print(privacy_table(result))
@@ -412,6 +444,23 @@ def run(
         )
     console.print(f"run directory: {run_dir}", markup=False)
     console.print(f"final accuracy: {result.final_accuracy:.4f}")
+    for message in result.warnings[len(federation.warnings) :]:
+        _warn(message)
+    if not result.produced_model:
+        raise _fail_run(
+            f"no round produced a model ({len(result.rounds)} of {settings.rounds} rounds ran; "
+            "see the round errors in result.json)"
+        )
+
+
+def _warn(message: str) -> None:
+    Console(stderr=True).print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail_run(message: str) -> typer.Exit:
+    """The run finished but produced nothing usable: one ``error:`` line, exit 1."""
+    Console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code=NO_MODEL)
 
 
 def _warn_insecure(console: Console, scheme: str) -> None:
@@ -425,6 +474,8 @@ def _run_with_progress(console: Console, federation: Federation) -> FederationRe
     settings = federation.config
     if federation.scheme.insecure:
         _warn_insecure(console, settings.scheme)
+    if not console.is_terminal:
+        return federation.run(on_round=lambda record: _round_line(console, record, settings.rounds))
     with _progress(console, settings.rounds) as progress:
         task = progress.add_task("rounds", total=settings.rounds, status="")
 
@@ -437,6 +488,21 @@ def _run_with_progress(console: Console, federation: Federation) -> FederationRe
             progress.update(task, advance=1, status=status)
 
         return federation.run(on_round=on_round)
+
+
+def _round_line(console: Console, record: RoundRecord, rounds: int) -> None:
+    """One flushed line per finished round, for output redirected to a file or a pipe."""
+    status = f"aborted ({record.error})" if record.aborted else f"accuracy {record.accuracy:.4f}"
+    line = (
+        f"round {record.round}/{rounds}: {status}, {len(record.participants)} in the sum, "
+        f"{len(record.dropped)} dropped, {record.seconds['total']:.2f} s"
+    )
+    if record.epsilon_max is not None:
+        line += f", ε max {record.epsilon_max:.3f}"
+    if record.refused_budget:
+        line += f", {len(record.refused_budget)} over budget"
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.file.flush()
 
 
 @app.command()
@@ -477,26 +543,26 @@ def bench(
     out: Path = typer.Option(Path("runs/bench"), help="Output directory for the results."),
     grid: str | None = typer.Option(
         None,
-        help="A preset (quick, standard, full) or 'preset;key=v1,v2;...' "
+        help="A preset (quick, standard, full; default: standard, or quick with --quick) or "
+        "'preset;key=v1,v2;...' "
         "(keys: schemes, dims, clients, dropouts, cell_seconds, e2e, e2e_rounds, e2e_clients, "
         "seed).",
     ),
-    plan: bool = typer.Option(False, "--plan", help="Only print which cells would run."),
+    plan: bool = typer.Option(
+        False, "--plan", help="Only list the cells that would run or be skipped, and why."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
     """Measure what secure aggregation costs over the plaintext sum (seconds and bytes)."""
-    from benchmarks.harness import estimate_plan, run_benchmark
+    from benchmarks.harness import estimate_plan, plan_lines, run_benchmark
+    from benchmarks.report import goal_status
 
     torch.set_num_threads(1)
     console = Console(highlight=False)
     try:
         if plan:
-            estimate = estimate_plan(grid, quick=quick)
-            console.print(
-                f"grid {estimate['grid']}: {estimate['cells_run']} cells to run, "
-                f"~{estimate['estimated_seconds'] / 60:.0f} min estimated",
-                markup=False,
-            )
+            for line in plan_lines(estimate_plan(grid, quick=quick)):
+                console.print(line, markup=False, soft_wrap=True)
             return
         results = run_benchmark(quick=quick, out_dir=out, progress=not no_progress, grid=grid)
     except SecAggError as exc:
@@ -507,8 +573,7 @@ def bench(
         markup=False,
     )
     for goal in results.get("goals", []):
-        met = {True: "met", False: "NOT MET", None: "not measured"}[goal["met"]]
-        console.print(f"  {met:>12}  {goal['goal']}  {goal['target']}", markup=False)
+        console.print(f"  {goal_status(goal):>12}  {goal['goal']}  {goal['target']}", markup=False)
 
 
 def _remove_if_empty(path: Path) -> None:
