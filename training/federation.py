@@ -13,11 +13,11 @@ weighting by ``w_i = n_i / n̄`` (≤ max w) and appending ``w_i`` itself, every
 submitted coordinate is bounded by ``max(update_clip, 1) · max_i w_i`` — the
 ``value_bound`` handed to the scheme (fixed-point range, CKKS scale, …).
 
-Randomness: cryptographic randomness (session ids, keys, masks) comes from the
-``rng`` argument — ``SystemRng()`` unless a test passes a ``DeterministicRng``.
-Simulation randomness (data split, partition, model init, batch order, who drops
-out and when) is derived from ``config.seed`` so a run is reproducible; it never
-touches anything secret.
+Randomness: cryptographic randomness (session ids, keys, masks) and DP noise come
+from the ``rng`` argument — ``SystemRng()`` (the OS CSPRNG) unless a test passes a
+``DeterministicRng``. Simulation randomness (data split, partition, model init, batch
+order, who drops out and when) is derived from ``config.seed``, so a run without DP is
+reproducible up to the scheme's error; it never touches anything secret.
 """
 
 from __future__ import annotations
