@@ -311,3 +311,13 @@ def test_identical_epsilon_curves_share_one_line():
         "client/0 and 8 more": [0.0, 1.0, 1.0],
         "client/3": [0.0, 1.0, 2.5],
     }
+
+
+def test_without_dp_a_secure_run_repeats_up_to_the_schemes_error():
+    """README: same seed, different keys/masks (rng) → the same model within the declared error."""
+    config = FederationConfig(scheme="masking", dp=False, clients=3, rounds=2, seed=3)
+    a, b = (run_federation(config, rng=DeterministicRng.from_int(n)) for n in (1, 2))
+    bound = max(r.error_bound or 0.0 for r in (*a.rounds, *b.rounds))
+    assert 0 < bound < 1e-4
+    np.testing.assert_allclose(flatten(a.model), flatten(b.model), rtol=0, atol=1e-3)
+    assert not np.array_equal(flatten(a.model), flatten(b.model))  # keys and masks did differ
