@@ -444,9 +444,10 @@ def run(
         )
     console.print(f"run directory: {run_dir}", markup=False)
     console.print(f"final accuracy: {result.final_accuracy:.4f}")
-    for message in result.warnings[len(federation.warnings) :]:
-        _warn(message)
-    if not result.produced_model:
+    if result.produced_model:
+        for message in result.warnings[len(federation.warnings) :]:
+            _warn(message)
+    else:  # the one error line below says it
         raise _fail_run(
             f"no round produced a model ({len(result.rounds)} of {settings.rounds} rounds ran; "
             "see the round errors in result.json)"
