@@ -1,17 +1,20 @@
 """The ``secagg`` command line: ``run`` (federated training), ``audit``, ``bench``.
 
 Settings of ``secagg run`` come from, in increasing priority:
-:class:`FederationConfig`'s defaults (with :data:`DEFAULT_SCHEME`, and under DP
-:data:`~training.privacy_plan.DP_TRAINING_DEFAULTS` for the local-training
-settings not given), a ``--config FILE.toml`` whose keys are the flag names
-(``local-epochs = 3``; ``local_epochs`` is accepted too), and the flags.
+:class:`FederationConfig`'s defaults (the same as the Python API's: threshold CKKS,
+DP-SGD on, and under DP :data:`~training.privacy_plan.DP_TRAINING_DEFAULTS` for the
+local-training settings not given), a ``--config FILE.toml`` whose keys are the flag
+names (``local-epochs = 3``; ``local_epochs`` is accepted too), and the flags.
 Any bad setting ends the command with one ``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import tomllib
+import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +27,23 @@ from rich.table import Table
 
 from privacy.errors import PrivacyError
 from secagg.errors import SecAggError
-from training.federation import Federation, FederationConfig, FederationResult, RoundRecord
+from training.config import DEFAULT_SCHEME, PLAIN_TRAINING_DEFAULTS
+from training.federation import (
+    Federation,
+    FederationConfig,
+    FederationResult,
+    RoundRecord,
+    UtilityWarning,
+)
+from training.models import available_models
 from training.privacy_plan import DEFAULT_DELTA, DEFAULT_EPSILON, DP_TRAINING_DEFAULTS
 
-# The scheme `secagg run` uses when none is given (DESIGN §6: threshold CKKS).
-# "plain" here would make the default run the INSECURE reference.
-DEFAULT_SCHEME = "ckks"
-# Whether `secagg run` trains with DP-SGD unless told --no-dp.
-DP_BY_DEFAULT = True
+# Whether `secagg run` trains with DP-SGD unless told --no-dp (the API's default too).
+DP_BY_DEFAULT: bool = FederationConfig.__dataclass_fields__["dp"].default  # type: ignore[assignment]
 
 USAGE_ERROR = 2
+# The run finished but released no model (every round aborted or was refused).
+NO_MODEL = 1
 
 app = typer.Typer(
     add_completion=False,
@@ -87,12 +97,22 @@ def _d(field: str) -> str:
 
 def _dp_d(field: str) -> str:
     """ " (default: X with DP, Y without)." for the settings DP-SGD tunes differently."""
-    plain = FederationConfig.__dataclass_fields__[field].default
+    plain = PLAIN_TRAINING_DEFAULTS[field]
     return f" (default: {DP_TRAINING_DEFAULTS[field]} with DP, {plain} without)."
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"secagg {metadata.version('secagg')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """secagg: federated learning over secure aggregation."""
     # dp-accounting's RDP cross-check logs (via absl) every Rényi order it drops
     # for numerical reasons; the bound stays valid, and the lines drown the output.
@@ -141,10 +161,9 @@ def resolve_settings(
     """Defaults ← config file ← flags; returns the validated config and the ``out`` path."""
     merged = dict(file_values)
     merged.update({k: v for k, v in flags.items() if v is not None})
-    fields: dict[str, Any] = {"scheme": DEFAULT_SCHEME}
-    fields.update({CONFIG_KEYS[k]: v for k, v in merged.items() if k in CONFIG_KEYS})
+    # FederationConfig's defaults are the CLI's (ckks, DP-SGD on): only given values pass
+    fields: dict[str, Any] = {CONFIG_KEYS[k]: v for k, v in merged.items() if k in CONFIG_KEYS}
     no_dp = bool(merged.get("no-dp", False))
-    dp = not no_dp and (DP_BY_DEFAULT or any(merged.get(k) is not None for k in DP_KEYS))
     if no_dp:
         given = [k for k in DP_KEYS if merged.get(k) is not None]
         if given:
@@ -152,13 +171,7 @@ def resolve_settings(
                 f"{given[0]} must not be set together with no-dp; got both "
                 "(drop --no-dp to train with DP-SGD)"
             )
-    fields["dp"] = dp
-    if dp:
-        fields.setdefault("epsilon", DEFAULT_EPSILON)
-        fields.setdefault("delta", DEFAULT_DELTA)
-        if fields.get("dp_unit", "record") == "record":
-            for key, value in DP_TRAINING_DEFAULTS.items():
-                fields.setdefault(key, value)
+    fields["dp"] = not no_dp
     out = merged.get("out")
     return FederationConfig(**fields), Path(out) if out is not None else None
 
@@ -345,7 +358,9 @@ def run(
     update_clip: float | None = typer.Option(
         None, help="L2 clip of each client's update (S under --dp-unit client)" + _d("update_clip")
     ),
-    model: str | None = typer.Option(None, help="Registered model name" + _d("model")),
+    model: str | None = typer.Option(
+        None, help=f"Model: {', '.join(available_models())}" + _d("model")
+    ),
     clients_per_round: int | None = typer.Option(
         None, help="Clients sampled per round (default: all)."
     ),
@@ -392,13 +407,24 @@ def run(
     except (ConfigError, SecAggError) as exc:
         raise _fail(str(exc)) from None
     try:
-        # validates data, partition, scheme and DP (calibration) before any output
-        federation = Federation(settings, ledger_path=run_dir / "ledger")
-        result = _run_with_progress(console, federation)
+        with warnings.catch_warnings():
+            # printed as one `warning:` line each instead of Python's two-line form
+            warnings.simplefilter("ignore", UtilityWarning)
+            # validates data, partition, scheme and DP (calibration) before any output
+            federation = Federation(settings, ledger_path=run_dir / "ledger")
+            for message in federation.warnings:
+                _warn(message)
+            result = _run_with_progress(console, federation)
+        write_run_dir(result, run_dir)
     except (SecAggError, PrivacyError) as exc:
         _remove_if_empty(run_dir)
         raise _fail(str(exc)) from None
-    write_run_dir(result, run_dir)
+    except (OSError, sqlite3.Error) as exc:
+        # e.g. the run directory turned read-only or the disk filled up mid-run
+        raise _fail(
+            f"out must stay a writable directory during the run; got {str(run_dir)!r} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     console.print(summary_table(result))
     if result.privacy.get("enabled"):
         console.print(privacy_table(result))
@@ -418,6 +444,24 @@ def run(
         )
     console.print(f"run directory: {run_dir}", markup=False)
     console.print(f"final accuracy: {result.final_accuracy:.4f}")
+    if result.produced_model:
+        for message in result.warnings[len(federation.warnings) :]:
+            _warn(message)
+    else:  # the one error line below says it
+        raise _fail_run(
+            f"no round produced a model ({len(result.rounds)} of {settings.rounds} rounds ran; "
+            "see the round errors in result.json)"
+        )
+
+
+def _warn(message: str) -> None:
+    Console(stderr=True).print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail_run(message: str) -> typer.Exit:
+    """The run finished but produced nothing usable: one ``error:`` line, exit 1."""
+    Console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code=NO_MODEL)
 
 
 def _warn_insecure(console: Console, scheme: str) -> None:
@@ -431,6 +475,8 @@ def _run_with_progress(console: Console, federation: Federation) -> FederationRe
     settings = federation.config
     if federation.scheme.insecure:
         _warn_insecure(console, settings.scheme)
+    if not console.is_terminal:
+        return federation.run(on_round=lambda record: _round_line(console, record, settings.rounds))
     with _progress(console, settings.rounds) as progress:
         task = progress.add_task("rounds", total=settings.rounds, status="")
 
@@ -443,6 +489,21 @@ def _run_with_progress(console: Console, federation: Federation) -> FederationRe
             progress.update(task, advance=1, status=status)
 
         return federation.run(on_round=on_round)
+
+
+def _round_line(console: Console, record: RoundRecord, rounds: int) -> None:
+    """One flushed line per finished round, for output redirected to a file or a pipe."""
+    status = f"aborted ({record.error})" if record.aborted else f"accuracy {record.accuracy:.4f}"
+    line = (
+        f"round {record.round}/{rounds}: {status}, {len(record.participants)} in the sum, "
+        f"{len(record.dropped)} dropped, {record.seconds['total']:.2f} s"
+    )
+    if record.epsilon_max is not None:
+        line += f", ε max {record.epsilon_max:.3f}"
+    if record.refused_budget:
+        line += f", {len(record.refused_budget)} over budget"
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.file.flush()
 
 
 @app.command()
@@ -483,26 +544,26 @@ def bench(
     out: Path = typer.Option(Path("runs/bench"), help="Output directory for the results."),
     grid: str | None = typer.Option(
         None,
-        help="A preset (quick, standard, full) or 'preset;key=v1,v2;...' "
+        help="A preset (quick, standard, full; default: standard, or quick with --quick) or "
+        "'preset;key=v1,v2;...' "
         "(keys: schemes, dims, clients, dropouts, cell_seconds, e2e, e2e_rounds, e2e_clients, "
         "seed).",
     ),
-    plan: bool = typer.Option(False, "--plan", help="Only print which cells would run."),
+    plan: bool = typer.Option(
+        False, "--plan", help="Only list the cells that would run or be skipped, and why."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
     """Measure what secure aggregation costs over the plaintext sum (seconds and bytes)."""
-    from benchmarks.harness import estimate_plan, run_benchmark
+    from benchmarks.harness import estimate_plan, plan_lines, run_benchmark
+    from benchmarks.report import goal_status
 
     torch.set_num_threads(1)
     console = Console(highlight=False)
     try:
         if plan:
-            estimate = estimate_plan(grid, quick=quick)
-            console.print(
-                f"grid {estimate['grid']}: {estimate['cells_run']} cells to run, "
-                f"~{estimate['estimated_seconds'] / 60:.0f} min estimated",
-                markup=False,
-            )
+            for line in plan_lines(estimate_plan(grid, quick=quick)):
+                console.print(line, markup=False, soft_wrap=True)
             return
         results = run_benchmark(quick=quick, out_dir=out, progress=not no_progress, grid=grid)
     except SecAggError as exc:
@@ -513,8 +574,7 @@ def bench(
         markup=False,
     )
     for goal in results.get("goals", []):
-        met = {True: "met", False: "NOT MET", None: "not measured"}[goal["met"]]
-        console.print(f"  {met:>12}  {goal['goal']}  {goal['target']}", markup=False)
+        console.print(f"  {goal_status(goal):>12}  {goal['goal']}  {goal['target']}", markup=False)
 
 
 def _remove_if_empty(path: Path) -> None:

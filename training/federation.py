@@ -13,11 +13,11 @@ weighting by ``w_i = n_i / n̄`` (≤ max w) and appending ``w_i`` itself, every
 submitted coordinate is bounded by ``max(update_clip, 1) · max_i w_i`` — the
 ``value_bound`` handed to the scheme (fixed-point range, CKKS scale, …).
 
-Randomness: cryptographic randomness (session ids, keys, masks) comes from the
-``rng`` argument — ``SystemRng()`` unless a test passes a ``DeterministicRng``.
-Simulation randomness (data split, partition, model init, batch order, who drops
-out and when) is derived from ``config.seed`` so a run is reproducible; it never
-touches anything secret.
+Randomness: cryptographic randomness (session ids, keys, masks) and DP noise come
+from the ``rng`` argument — ``SystemRng()`` (the OS CSPRNG) unless a test passes a
+``DeterministicRng``. Simulation randomness (data split, partition, model init, batch
+order, who drops out and when) is derived from ``config.seed``, so a run without DP is
+reproducible up to the scheme's error; it never touches anything secret.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from torch import nn
 
 from privacy.dpsgd import validate_model
 from privacy.errors import BudgetExceededError
-from secagg.errors import InsufficientParticipantsError, ParameterError
+from secagg.errors import DecodeError, InsufficientParticipantsError, ParameterError
 from secagg.protocol import Aggregate, PartyId, Scheme, client_id
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
@@ -57,6 +58,12 @@ from training.updates import fedavg_from_sum, flatten, layout_of, load_flat, sam
 
 # Round records list every client's ε only for federations up to this size.
 EPSILON_PER_ROUND_MAX_CLIENTS = 32
+# A run whose final accuracy beats the initial model's by less than this has "not learned".
+MIN_USEFUL_GAIN = 0.05
+
+
+class UtilityWarning(UserWarning):
+    """A setting that runs, but where the model is unlikely to be useful (e.g. q = 1 under DP)."""
 
 
 # ---------------------------------------------------------------------------
@@ -191,10 +198,24 @@ class FederationResult:
     dataset: str
     client_sizes: list[int]
     stopped: dict[str, Any] | None = None
+    model_name: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def final_accuracy(self) -> float:
         return self.rounds[-1].accuracy if self.rounds else self.initial_accuracy
+
+    @property
+    def produced_model(self) -> bool:
+        """Whether any round released an aggregate (else ``model`` is the initial one)."""
+        return any(not r.aborted for r in self.rounds)
+
+    def save_model(self, path: Path | str) -> Path:
+        """Write the global model's ``state_dict`` to ``path`` (``torch.save``; load it with
+        ``model.load_state_dict(torch.load(path, weights_only=True))``)."""
+        target = Path(path)
+        torch.save(self.model.state_dict(), target)
+        return target
 
     def to_dict(self) -> dict[str, Any]:
         """The result.json document (DESIGN §6 keys plus setup/initial metrics)."""
@@ -202,7 +223,14 @@ class FederationResult:
             "scheme": self.config.scheme,
             "insecure": bool(self.scheme.get("insecure", False)),
             "scheme_parameters": self.scheme,
-            "config": self.config.to_dict(),
+            # the model actually trained: a custom module is not the registry's default
+            "config": {**self.config.to_dict(), "model": self.model_name or self.config.model},
+            "model": {
+                "name": self.model_name or self.config.model,
+                "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+                "parameters": int(sum(p.numel() for p in self.model.parameters())),
+            },
+            "warnings": list(self.warnings),
             "dataset": self.dataset,
             "client_sizes": self.client_sizes,
             "setup": self.setup.to_dict() if self.setup else None,
@@ -247,6 +275,26 @@ def _check_model_fits(model: nn.Module, data: FederatedData) -> None:
         )
 
 
+def _refuse_running_statistics(model: nn.Module) -> None:
+    """Refuse layers whose buffers train (BatchNorm running statistics).
+
+    Only parameters go through the secure sum, so a running mean/variance would
+    never be aggregated: the global model would evaluate with its initial statistics.
+    """
+    layers = sorted(
+        {
+            type(m).__name__
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+        }
+    )
+    if layers:
+        raise ParameterError(
+            f"model must have no layer with running statistics (they are not aggregated); "
+            f"got {', '.join(layers)} — use GroupNorm/LayerNorm or track_running_stats=False"
+        )
+
+
 def _seed_from(rng: Csprng) -> int:
     return int(rng.uint64(1)[0] >> np.uint64(1))  # torch seeds are signed 64-bit
 
@@ -286,8 +334,11 @@ class Federation:
             model = build_model(
                 config.model, self.data.in_features, self.data.num_classes, seed=config.seed
             )
+            self.model_name = config.model
         elif not isinstance(model, nn.Module):
             raise ParameterError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        else:
+            self.model_name = f"custom:{type(model).__qualname__}"
         self.model = copy.deepcopy(model)  # the caller's module is never mutated
         self.dim = layout_of(self.model).size
         if self.dim < 1:
@@ -300,6 +351,7 @@ class Federation:
             )
         if config.dp and config.dp_unit == "record":
             validate_model(self.model)  # fail closed before any ledger is written
+        _refuse_running_statistics(self.model)
         self.rng = rng if rng is not None else SystemRng()
         # calibrates the noise; touches no file until start() below
         self.privacy = privacy_plan_for(
@@ -320,11 +372,6 @@ class Federation:
             graph=config.graph,
         )
         self.scheme: Scheme = create_scheme(config.scheme, self.aggregation)
-        if config.dp and config.dp_unit == "client" and self.scheme.insecure:
-            raise ParameterError(
-                "dp_unit 'client' must run over a secure scheme (its noise shares protect only "
-                f"the sum); got scheme {config.scheme!r}"
-            )
         if self.privacy is not None:
             self.trainer: LocalTrainer = self.privacy.train
             self.privacy.start(ledger_path)
@@ -334,6 +381,24 @@ class Federation:
         self.transport = InProcessTransport()
         self._x = [torch.from_numpy(self.data.x_train[p]) for p in self.parts]
         self._y = [torch.from_numpy(self.data.y_train[p]) for p in self.parts]
+        self.warnings: list[str] = self._utility_warnings()
+        for message in self.warnings:
+            warnings.warn(message, UtilityWarning, stacklevel=2)
+
+    def _utility_warnings(self) -> list[str]:
+        """Settings that run but waste the privacy budget (one line each)."""
+        if not (self.config.dp and self.config.dp_unit == "record"):
+            return []
+        b = self.config.batch_size
+        small = [c for c, n in zip(self.clients, self.sizes, strict=True) if int(n) <= b]
+        if not small:
+            return []
+        return [
+            f"{len(small)} of {len(self.clients)} clients have at most batch_size={b} records "
+            f"(smallest: {int(self.sizes.min())}), so DP-SGD samples all of them every step "
+            "(q = 1, no privacy amplification by sampling) and accuracy suffers; use fewer "
+            "clients or a smaller batch_size"
+        ]
 
     def run(self, *, on_round: Callable[[RoundRecord], None] | None = None) -> FederationResult:
         """Key ceremony (if any), then ``config.rounds`` rounds; see :func:`run_federation`.
@@ -374,7 +439,27 @@ class Federation:
             dataset=self.data.name,
             client_sizes=[int(s) for s in self.sizes],
             stopped=stopped,
+            model_name=self.model_name,
+            warnings=[*self.warnings, *self._outcome_warnings(initial_accuracy, rounds)],
         )
+
+    def _outcome_warnings(self, initial_accuracy: float, rounds: list[RoundRecord]) -> list[str]:
+        """After the run: no model released, or a model no better than the initial one."""
+        released = [r for r in rounds if not r.aborted]
+        found: list[str] = []
+        if not released:
+            found.append(
+                f"no round produced a model ({len(rounds)} of {self.config.rounds} rounds ran, "
+                "all aborted or refused): the result holds the initial model"
+            )
+        elif released[-1].accuracy < initial_accuracy + MIN_USEFUL_GAIN:
+            found.append(
+                f"test accuracy {released[-1].accuracy:.3f} is no better than the initial "
+                f"model's {initial_accuracy:.3f}: the settings leave too little signal"
+            )
+        for message in found:
+            warnings.warn(message, UtilityWarning, stacklevel=3)
+        return found
 
     def close(self) -> None:
         """Close the privacy ledger (if any)."""
@@ -483,7 +568,9 @@ class Federation:
         try:
             self.transport.run(session, inputs=inputs, dropouts=plan, report=report)
             aggregate = session.coordinator.finalize()
-        except InsufficientParticipantsError as exc:
+        except (InsufficientParticipantsError, DecodeError) as exc:
+            # too few survivors, or an update the server refused (e.g. non-finite): the
+            # round releases nothing and the global model stays as it was
             error = str(exc)
         if aggregate is not None and self.privacy is not None:
             error = self.privacy.accept(aggregate, round_number)

@@ -18,7 +18,8 @@ from training.transport import InProcessTransport
 
 def test_presets_and_defaults():
     assert parse_grid(None, quick=True) is PRESETS["quick"]
-    assert parse_grid(None, quick=False) is PRESETS["full"]
+    # no flag: the standard grid (minutes), never the hour-long full one
+    assert parse_grid(None, quick=False) is PRESETS["standard"]
     assert parse_grid("standard", quick=True) is PRESETS["standard"]
     full = PRESETS["full"]
     assert full.dims == (100_000, 1_000_000, 10_000_000)
@@ -290,3 +291,39 @@ def test_cli_plan_runs(capsys):
 
     assert main(["--plan", "--quick"]) == 0
     assert "cells to run" in capsys.readouterr().out
+
+
+def test_goal_status_says_below_goal_size_as_results_md_does():
+    from benchmarks.report import _goal_rows, goal_status
+
+    goal = {
+        "goal": "g",
+        "target": "t",
+        "measured": 2.0,
+        "met": False,
+        "at_goal_size": False,
+        "where": None,
+        "note": None,
+    }
+    assert goal_status(goal) == "NOT MET (below goal size)"
+    assert "(below goal size)" in _goal_rows([goal])[-1]
+    assert goal_status({**goal, "met": True, "at_goal_size": True}) == "met"
+    assert goal_status({**goal, "met": None}) == "not measured"
+
+
+def test_bench_plan_lists_every_cell_of_the_default_standard_grid():
+    from typer.testing import CliRunner
+
+    from benchmarks.harness import estimate_plan
+    from training.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--plan"])
+    assert result.exit_code == 0, result.output
+    estimate = estimate_plan(None)
+    assert estimate["grid"] == "standard"
+    lines = result.output.splitlines()
+    assert lines[0].startswith("grid standard:")
+    runs = [line for line in lines if line.strip().startswith("run ")]
+    skips = [line for line in lines if line.strip().startswith("skip ")]
+    assert len(runs) == estimate["cells_run"] == len(estimate["cells_planned"]) > 0
+    assert len(skips) == len(estimate["cells_skipped"])

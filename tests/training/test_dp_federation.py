@@ -20,6 +20,7 @@ from privacy.ledger import KIND_DPSGD, PrivacyLedger
 from secagg.errors import ParameterError
 from secagg.rand import DeterministicRng
 from training.client import train_local
+from training.config import PRIVACY_SETTINGS
 from training.federation import Federation, FederationConfig, run_federation
 
 DELTA = 1e-5
@@ -35,6 +36,11 @@ TINY = {
     "lr": 1.0,
     "model": "mlp-small",
 }
+
+
+def _without_dp(settings):
+    """The same run with DP off: privacy settings must then be left out (asking is an error)."""
+    return {**{k: v for k, v in settings.items() if k not in PRIVACY_SETTINGS}, "dp": False}
 
 
 def _rng(n=99):
@@ -132,7 +138,7 @@ def _expected_rounds(fed, sigma, budget):
 def _midway_budget(sigma, rounds):
     """A budget halfway between the PRV ε of ``rounds`` and ``rounds + 1`` rounds of client 0,
     so that no two sound accountants can disagree about where it stops."""
-    sizes = Federation(FederationConfig(**{**TINY, "dp": False})).sizes
+    sizes = Federation(FederationConfig(**_without_dp(TINY))).sizes
     q, steps = 64 / int(sizes[0]), math.ceil(int(sizes[0]) / 64)
     low = prv_epsilon([(sigma, q, rounds * steps)])
     return (low + prv_epsilon([(sigma, q, (rounds + 1) * steps)])) / 2
@@ -287,7 +293,7 @@ def test_client_level_noise_share_has_the_calibrated_std(tmp_path):
     allowed, refused = fed.privacy.admit(1, fed.clients)
     assert allowed == fed.clients and refused == []
     clean = Federation(
-        FederationConfig(**{**CLIENT_LEVEL, "dp": False}, rounds=1), rng=_rng()
+        FederationConfig(**_without_dp(CLIENT_LEVEL), rounds=1), rng=_rng()
     ).train_clients(1, [0])["client/0"]
     noisy = fed.train_clients(1, [0])["client/0"]
     fed.close()
