@@ -21,6 +21,7 @@ import enum
 import itertools
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secagg import channels
 from secagg.ckks import residues as rns
@@ -182,24 +183,29 @@ class CkksClient(ClientRole):
             )
         ]
 
-    def _envelopes(
-        self, rows: np.ndarray, ephemeral: object, eph_public: bytes
-    ) -> tuple[bytes, ...]:
-        eng, p = self._engine, self._params
-        committee = self._roster.of_kind("holder")
-        points = list(range(1, len(committee) + 1))
-        shares = np.empty((len(committee), eng.k, eng.degree), dtype=np.uint64)
+    def _shares(self, rows: np.ndarray) -> np.ndarray:
+        """t-of-n Shamir shares ``(n, k, N)`` of kᵢ's NTT rows, one sharing per prime."""
+        eng = self._engine
+        n = eng.params.committee
+        shares = np.empty((n, eng.k, eng.degree), dtype=np.uint64)
         for j, q in enumerate(eng.data_primes):
             shares[:, j] = rns.shamir_share(
                 rows[j],
                 threshold=eng.params.threshold,
-                xs=points,
+                xs=list(range(1, n + 1)),
                 prime=q,
                 rng=self._rng.fork(f"ckks/shamir/{j}"),
             )
+        return shares
+
+    def _envelopes(
+        self, rows: np.ndarray, ephemeral: X25519PrivateKey, eph_public: bytes
+    ) -> tuple[bytes, ...]:
+        eng, p = self._engine, self._params
+        committee = self._roster.of_kind("holder")
         out = []
-        for holder, share in zip(committee, shares, strict=True):
-            shared = channels.agree(ephemeral, self._roster[holder].agreement)  # type: ignore[arg-type]
+        for holder, share in zip(committee, self._shares(rows), strict=True):
+            shared = channels.agree(ephemeral, self._roster[holder].agreement)
             key = envelope_key(shared, p.session, p.round, self.party, holder, eph_public)
             header = transcript.envelope_header(
                 p.session, p.round, self._params_digest, self.party, holder

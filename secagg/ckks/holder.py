@@ -109,7 +109,7 @@ class KeyHolder(Role):
             round=0,
             sender=self.party,
             recipient=SERVER,
-            signature=b"",
+            signature=b"",  # type: ignore[call-arg]
             **fields,
         )
         return transcript.sign_message(msg, self._keys.signing)
@@ -199,7 +199,7 @@ class KeyHolder(Role):
             round=req.round,
             sender=self.party,
             recipient=SERVER,
-            signature=b"",
+            signature=b"",  # type: ignore[call-arg]
             **fields,
         )
         return transcript.sign_message(msg, self._keys.signing)

@@ -7,8 +7,7 @@ import itertools
 import numpy as np
 
 from secagg import channels
-from secagg.ckks import TEST_INSECURE_N512, ThresholdCKKS
-from secagg.ckks import transcript
+from secagg.ckks import TEST_INSECURE_N512, ThresholdCKKS, transcript
 from secagg.ckks.messages import CkksSubmission
 from secagg.protocol import client_id
 from secagg.rand import DeterministicRng

@@ -59,7 +59,9 @@ def test_malicious_client_malformed_ciphertext_excluded_and_named(federation):
     drive(
         session,
         inputs=inputs,
-        tamper=_submission_tamper(session, bad, lambda m: dataclasses.replace(m, residues=m.residues[:-6])),
+        tamper=_submission_tamper(
+            session, bad, lambda m: dataclasses.replace(m, residues=m.residues[:-6])
+        ),
     )
     agg = session.coordinator.finalize()
     assert "DecodeError" in session.coordinator.rejected[bad]
@@ -183,7 +185,9 @@ def test_malicious_client_ciphertext_cannot_reach_any_key(federation):
             record=record,
         )
         answers[label] = sorted(
-            decode(f).residues for r, f in record if r == "server" and isinstance(decode(f), ShareSum)
+            decode(f).residues
+            for r, f in record
+            if r == "server" and isinstance(decode(f), ShareSum)
         )
         outcomes[label] = (session.coordinator.finalize(), inputs)
     assert answers["honest"] == answers["attack"]  # identical share sums: no key touched c0
@@ -279,7 +283,9 @@ def test_server_dropping_a_receipt_above_floor_never_opens_the_victim(federation
     count = eng.ciphertext_count(DIM)
     victim = rns.unpack_into(server.kept["client/0"], eng.data_primes, count * eng.degree)
     alone = eng.seal.decrypt_with(
-        key, victim.reshape(eng.k, count, eng.degree), eng.crs(server.round_params.crs_seed, count),
+        key,
+        victim.reshape(eng.k, count, eng.degree),
+        eng.crs(server.round_params.crs_seed, count),
         eng.params.scale,
     )[:DIM]
     assert np.abs(alone - inputs["client/0"]).max() > 1.0
@@ -290,7 +296,9 @@ def test_server_asking_twice_refused(federation):
     inputs = inputs_for(session.clients, DIM, 14)
     record = []
     drive(session, inputs=inputs, record=record)
-    request = next(decode(f) for r, f in record if r == "holder/0" and isinstance(decode(f), ShareRequest))
+    request = next(
+        decode(f) for r, f in record if r == "holder/0" and isinstance(decode(f), ShareRequest)
+    )
     holder = federation.holders["holder/0"]
     with pytest.raises(ShareReuseError):
         holder.handle(request)
@@ -377,7 +385,9 @@ def test_server_substituting_the_holder_roster_refused_by_clients(federation):
     )
     keys = federation._keys["client/0"]
     for forged in (
-        dataclasses.replace(params, roster_digest=fake_roster.digest, endorsements=fake_endorsements),
+        dataclasses.replace(
+            params, roster_digest=fake_roster.digest, endorsements=fake_endorsements
+        ),
         dataclasses.replace(params, endorsements=fake_endorsements),  # keeps the real digest
     ):
         with pytest.raises(IntegrityError):
@@ -401,7 +411,12 @@ def test_server_empty_or_zero_request_refused_without_spending_the_round(federat
     real = captured["req"]
     holder = federation.holders["holder/2"]
     empty = dataclasses.replace(
-        real, accepted=(), ct_digests=(), ephemerals=(), envelope_digests=(), signatures=(),
+        real,
+        accepted=(),
+        ct_digests=(),
+        ephemerals=(),
+        envelope_digests=(),
+        signatures=(),
         envelopes=(),
     )
     with pytest.raises(InconsistentViewError, match="floor"):
@@ -464,8 +479,11 @@ def test_t_minus_one_holders_learn_nothing_shares_are_uniform():
             seen = []
             for c1, c2 in itertools.product(range(q), repeat=2):
                 shares = rns.shamir_share(
-                    np.array([secret], dtype=np.uint64), threshold=t, xs=[1, 2, 3, 4, 5],
-                    prime=q, rng=_Scripted([c1, c2]),
+                    np.array([secret], dtype=np.uint64),
+                    threshold=t,
+                    xs=[1, 2, 3, 4, 5],
+                    prime=q,
+                    rng=_Scripted([c1, c2]),
                 )
                 seen.append(tuple(int(shares[p - 1, 0]) for p in points))
             assert sorted(seen) == sorted(itertools.product(range(q), repeat=2))
@@ -489,8 +507,13 @@ def test_holder_phase_rules(federation):
     with pytest.raises(UnexpectedPhaseError):
         holder.handle(session.coordinator.round_params)
     complaint = ShareComplaint(
-        session=b"x" * 16, round=1, sender="server", recipient="holder/0",
-        request_digest=bytes(32), accused=(), signature=b"",
+        session=b"x" * 16,
+        round=1,
+        sender="server",
+        recipient="holder/0",
+        request_digest=bytes(32),
+        accused=(),
+        signature=b"",
     )
     with pytest.raises(UnexpectedPhaseError):
         holder.handle(complaint)
