@@ -239,6 +239,12 @@ class CkksParameters:
         """Upload bytes per real: one polynomial (c0) per ciphertext, N reals per ciphertext."""
         return float(sum(residue_width(q) for q in self.data_primes))
 
+    @property
+    def key_share_bytes(self) -> int:
+        """Bytes of a client's n share envelopes (one key polynomial per prime + AEAD tag each)."""
+        per_holder = sum(residue_width(q) for q in self.data_primes) * self.poly_degree + 16
+        return self.committee * per_holder
+
     def describe(self) -> dict[str, object]:
         return {
             "preset": self.preset.name,
@@ -259,6 +265,7 @@ class CkksParameters:
             "error_bound": self.error_bound,
             "max_sum": self.max_sum,
             "bytes_per_param": self.bytes_per_param,
+            "key_share_bytes_per_client": self.key_share_bytes,
             "packing": "complex (2 reals per slot)",
             "design": "one-shot key-additive (fresh per-round client keys, no smudging)",
         }
