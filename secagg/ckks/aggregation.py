@@ -261,7 +261,6 @@ class CkksAggregator(AggregationServer):
 
     def handle(self, msg: Message) -> list[Message]:
         self.expect(msg)
-        check_round(msg, self._params.session, self._params.round)
         if isinstance(msg, CkksSubmission):
             self._accept(msg)
         elif isinstance(msg, ShareSum | ShareComplaint):
@@ -271,14 +270,20 @@ class CkksAggregator(AggregationServer):
     # -- collection ----------------------------------------------------------------
 
     def _accept(self, msg: CkksSubmission) -> None:
-        """Verify on arrival; a bad submission is excluded and recorded, never fatal."""
-        if msg.sender in self._receipts or msg.sender in self.rejected:
-            return  # the first submission stands; a repeat is never summed
+        """Verify on arrival; a bad submission is excluded and recorded, never fatal.
+
+        A rejection does not block the sender: anyone can send a bad frame under an
+        honest client's name, so only a valid, signed submission counts (once).
+        """
+        if msg.sender in self._receipts:
+            return  # the first valid submission stands; a repeat is never summed
         try:
+            check_round(msg, self._params.session, self._params.round)
             part = self._verify(msg)
         except SecAggError as exc:
             self.rejected[msg.sender] = f"{type(exc).__name__}: {exc}"
             return
+        self.rejected.pop(msg.sender, None)
         if self._lazy_terms == MAX_LAZY_TERMS - 1:
             rns.reduce_rows(self._acc, self._engine.data_primes)
             self._lazy_terms = 0
@@ -360,6 +365,7 @@ class CkksAggregator(AggregationServer):
             self.faulty_holders[holder] = "not a committee member, or answered twice"
             return
         try:
+            check_round(msg, self._params.session, self._params.round)
             transcript.verify_message(msg, self._roster[holder].signing)
             if msg.request_digest != self._request_digest:
                 raise InconsistentViewError("answer must be for this round's request")

@@ -517,3 +517,23 @@ def test_holder_phase_rules(federation):
     )
     with pytest.raises(UnexpectedPhaseError):
         holder.handle(complaint)
+
+
+def test_replayed_or_forged_upload_in_a_clients_name_neither_counts_nor_blocks_it(federation):
+    """A frame from another round (or with a bad signature) under client/0's name is
+    excluded; client/0's own valid upload still counts."""
+    old = open_round(federation, 6, DIM, 28)
+    record = []
+    drive(old, inputs=inputs_for(old.clients, DIM, 28), record=record)
+    replay = next(
+        decode(f) for r, f in record if r == "server" and isinstance(decode(f), CkksSubmission)
+    )
+    session = open_round(federation, 6, DIM, 29)
+    inputs = inputs_for(session.clients, DIM, 29)
+    server = session.coordinator
+    server.handle(replay)  # the network delivers the stale frame first
+    assert "InconsistentViewError" in server.rejected[replay.sender]
+    drive(session, inputs=inputs)
+    agg = server.finalize()
+    assert replay.sender in agg.contributors and replay.sender not in server.rejected
+    assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() <= agg.error_bound
