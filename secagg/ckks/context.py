@@ -48,10 +48,6 @@ class CkksEngine:
             self._crs = np.concatenate([self._crs, more], axis=1)
         return self._crs[:, :count]
 
-    def key_size(self) -> int:
-        """Residues per Shamir share of a client key (one polynomial per data prime)."""
-        return self.degree
-
     def check_dim(self, dim: int) -> None:
         if not isinstance(dim, int) or dim < 1:
             raise ParameterError(f"dim must be a positive integer; got {dim!r}")

@@ -92,12 +92,6 @@ def reduce_rows(acc: np.ndarray, primes: Sequence[int]) -> None:
         np.remainder(acc[j], np.uint64(q), out=acc[j])
 
 
-def add_mod(a: np.ndarray, b: np.ndarray, primes: Sequence[int]) -> np.ndarray:
-    out = a + b
-    reduce_rows(out, primes)
-    return out
-
-
 def interpolate(
     shares: np.ndarray, xs: Sequence[int], primes: Sequence[int], *, at: int = 0
 ) -> np.ndarray:

@@ -313,6 +313,8 @@ def test_server_asking_twice_refused(federation):
     )
     with pytest.raises(ShareReuseError):  # another set in the same round: also refused
         holder.handle(smaller)
+    with pytest.raises(ShareReuseError):  # the same round index under a fresh session id
+        holder.handle(dataclasses.replace(request, session=b"\x01" * 16))
 
 
 def test_server_asking_below_floor_isolating_a_victim_refused(federation):
