@@ -29,6 +29,8 @@ class AggregationConfig:
             clients for masking); ``None`` picks the scheme's default.
         graph: masking communication graph, ``"full"`` or ``"sparse"`` (SecAgg+).
         precision: the largest acceptable absolute error per coordinate of the sum.
+        min_honest: client-level DP's h; schemes with a floor refuse to open a sum of
+            fewer contributors (CKKS holders enforce it). ``None``: no DP floor.
     """
 
     max_clients: int
@@ -37,6 +39,7 @@ class AggregationConfig:
     threshold: int | None = None
     graph: str = "full"
     precision: float = 1e-5
+    min_honest: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_clients < 1:
@@ -49,6 +52,10 @@ class AggregationConfig:
             raise ParameterError(f"threshold must be ≥ 1; got {self.threshold}")
         if self.graph not in ("full", "sparse"):
             raise ParameterError(f"graph must be 'full' or 'sparse'; got {self.graph!r}")
+        if self.min_honest is not None and not 1 <= self.min_honest <= self.max_clients:
+            raise ParameterError(
+                f"min_honest must be in [1, max_clients]; got {self.min_honest}"
+            )
         if not self.precision > 0:
             raise ParameterError(f"precision must be > 0; got {self.precision}")
 
