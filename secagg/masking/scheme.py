@@ -61,6 +61,12 @@ class PairwiseMasking(Scheme):
             raise ParameterError(f"degree must be an even integer ≥ 2; got {degree}")
         if min_honest is not None and not 1 <= min_honest <= max_clients:
             raise ParameterError(f"min_honest must be in [1, {max_clients}]; got {min_honest}")
+        if min_honest is not None and graph == "sparse":
+            # a server can cut the sparse graph and learn each part's sum (≥ t′ clients, not h)
+            raise ParameterError(
+                "graph must be 'full' when min_honest is set (a sparse round can reveal sums "
+                "of fewer than min_honest clients); got 'sparse'"
+            )
         self.encoding = FixedPointEncoding.for_precision(
             value_bound=value_bound, max_clients=max_clients, precision=precision
         )

@@ -21,10 +21,13 @@ from secagg.errors import (
     InconsistentViewError,
     InsufficientParticipantsError,
     IntegrityError,
+    ParameterError,
     UnexpectedPhaseError,
 )
-from secagg.masking import ClientPhase
+from secagg.identity import simulated_identities
+from secagg.masking import ClientPhase, PairwiseMasking, RoundParams
 from secagg.protocol import client_id
+from secagg.rand import DeterministicRng
 
 VICTIM = client_id(0)
 
@@ -234,3 +237,21 @@ def test_party_local_roles_round_trip_their_parameters():
     total = np.sum(list(attack.inputs.values()), axis=0)
     assert np.max(np.abs(agg.vector - total)) <= agg.error_bound
     assert agg.vector.shape == (DIM,)
+
+
+def test_min_honest_requires_the_full_graph():
+    # the sparse graph's parts can be unmasked separately: a sum of t′ < h clients
+    with pytest.raises(ParameterError, match="full"):
+        PairwiseMasking(max_clients=30, graph="sparse", min_honest=10)
+    with pytest.raises(ParameterError, match="min_honest"):
+        PairwiseMasking(max_clients=30, min_honest=31)
+    params = PairwiseMasking(max_clients=8, min_honest=6).round_parameters(
+        0,
+        [client_id(i) for i in range(8)],
+        3,
+        rng=DeterministicRng.from_int(0),
+        roster=simulated_identities(
+            [client_id(i) for i in range(8)], rng=DeterministicRng.from_int(1)
+        )[1],
+    )
+    assert RoundParams.from_bytes(params.to_bytes()).min_honest == 6
