@@ -118,6 +118,7 @@ class MaskingClient(ClientRole):
         self._held: dict[PartyId, np.ndarray] = {}  # owner -> 18 share words (incl. our own)
         self._live: tuple[PartyId, ...] = ()
         self._advert_digests: dict[PartyId, bytes] = {}
+        self._advertisers: frozenset[PartyId] = frozenset()
         self._own_digest = b""
         self._masking_set: frozenset[PartyId] = frozenset()
         self._signed: frozenset[PartyId] | None = None
@@ -179,29 +180,40 @@ class MaskingClient(ClientRole):
 
     # -- window 1: share keys -----------------------------------------------------------
 
-    def _bind_graph(self, roster: KeyRoster, own_digest: bytes) -> RoundParams:
+    def _bind_graph(self, roster: KeyRoster) -> RoundParams:
         """Check the advertiser list and return the parameters with the round's graph.
 
-        The graph seed is recomputed here from the advert digests; the client's own entry
-        must be its own advert, and every neighbour's full advert must match its digest
-        (checked by the caller), so the server cannot substitute a digest it ground.
+        Sparse graph: the seed is recomputed here from the advert digests; the client's
+        own entry must be its own advert, and every neighbour's full advert must match
+        its digest (checked by the caller), so the server cannot substitute a digest it
+        ground. Full graph: the graph is complete whatever the seed, the roster already
+        holds every other advert, and the digests are left out.
         """
         p = self.params
-        if not all(p.in_cohort(a) for a in roster.advertisers):
-            raise InconsistentViewError("advertisers must be members of the round's cohort")
-        digests = dict(zip(roster.advertisers, roster.advert_digests, strict=True))
-        if digests.get(self.party) != own_digest:
-            raise InconsistentViewError(f"advertisers must list {self.party}'s own advert")
-        if len(digests) < p.threshold:
+        if p.full:
+            if roster.advertisers:
+                raise InconsistentViewError("advertisers must be empty on the full graph")
+            advertisers = {self.party, *roster.parties}
+            seed = p.graph_seed_for(())
+        else:
+            if not all(p.in_cohort(a) for a in roster.advertisers):
+                raise InconsistentViewError("advertisers must be members of the round's cohort")
+            digests = dict(zip(roster.advertisers, roster.advert_digests, strict=True))
+            if digests.get(self.party) != self._own_digest:
+                raise InconsistentViewError(f"advertisers must list {self.party}'s own advert")
+            self._advert_digests = digests
+            advertisers = set(digests)
+            seed = p.graph_seed_for(digests.items())
+        if len(advertisers) < p.threshold:
             raise InsufficientParticipantsError(
-                f"advertisers must be at least {p.threshold}; got {len(digests)}"
+                f"advertisers must be at least {p.threshold}; got {len(advertisers)}"
             )
-        self._advert_digests = digests
-        return p.bind_graph(p.graph_seed_for(digests.items()))
+        self._advertisers = frozenset(advertisers)
+        return p.bind_graph(seed)
 
     def _share_keys(self, roster: KeyRoster) -> list[Message]:
-        p = self._bind_graph(roster, self._own_digest)
-        neighbours = set(p.neighbours(self.party)) & set(roster.advertisers)
+        p = self._bind_graph(roster)
+        neighbours = set(p.neighbours(self.party)) & self._advertisers
         if not set(roster.parties) <= neighbours:
             raise InconsistentViewError(
                 "roster parties must be this client's graph neighbours among the advertisers"
@@ -220,7 +232,8 @@ class MaskingClient(ClientRole):
                 peer, roster.encryption_keys[i], roster.mask_keys[i], roster.seed_commitments[i]
             )
             crypto.verify(p.identities[peer], roster.signatures[i], b"advert", payload)
-            if p.advert_digest(payload, roster.signatures[i]) != self._advert_digests[peer]:
+            digest = self._advert_digests.get(peer)
+            if digest is not None and p.advert_digest(payload, roster.signatures[i]) != digest:
                 raise InconsistentViewError(f"advert digest of {peer} must match its advert")
             channel = crypto.agree(self._encryption_key, roster.encryption_keys[i])
             send_keys[peer] = self._share_key(channel, self.party, peer)
@@ -267,7 +280,7 @@ class MaskingClient(ClientRole):
         """
         p = self.params
         masking_set = frozenset(bundle.masking_set)
-        if self.party not in masking_set or not masking_set <= set(self._advert_digests):
+        if self.party not in masking_set or not masking_set <= self._advertisers:
             raise InconsistentViewError(
                 f"masking set must contain {self.party} and only advertisers"
             )

@@ -262,7 +262,8 @@ class MaskingServer(AggregationServer):
 
     def _close_advertise(self) -> list[Message]:
         self._require(self._adverts, "clients with key adverts")
-        advertisers = self._ordered(self._adverts)
+        # the sparse graph's seed hashes every accepted advert; the full graph needs none
+        advertisers = () if self.params.full else self._ordered(self._adverts)
         digests = {}
         for v in advertisers:
             ad = self._adverts[v]

@@ -5,6 +5,8 @@ Every attack is an :class:`~attack_kit.IsolatingServer` that only sends protocol
 through the real codec; corrupt clients' signatures are forged with their real keys.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from attack_kit import (
@@ -255,3 +257,25 @@ def test_min_honest_requires_the_full_graph():
         )[1],
     )
     assert RoundParams.from_bytes(params.to_bytes()).min_honest == 6
+
+
+def test_server_cannot_grind_the_sparse_graph_by_editing_advert_digests():
+    # threat: the server replaces one advert digest to steer the graph seed
+    target = client_id(3)
+
+    class Grinding(HonestServer):
+        def _close_advertise(self):
+            out = super()._close_advertise()
+            edited = []
+            for roster in out:
+                digests = list(roster.advert_digests)
+                digests[roster.advertisers.index(target)] = bytes(32)
+                edited.append(dataclasses.replace(roster, advert_digests=tuple(digests)))
+            return edited
+
+    attack = attack_round(12, server_cls=Grinding, scheme_kwargs={"graph": "sparse", "degree": 6})
+    assert _refused(attack, target, InconsistentViewError)  # its own advert is not listed
+    p = attack.server.params
+    for party in p.neighbours(target):  # they see its real advert, not the listed digest
+        assert _refused(attack, party, InconsistentViewError)
+    assert attack.server.responses == []
