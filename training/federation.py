@@ -35,7 +35,7 @@ from torch import nn
 
 from privacy.dpsgd import validate_model
 from privacy.errors import BudgetExceededError
-from secagg.errors import IntegrityError, ParameterError, ProtocolAbort
+from secagg.errors import DecodeError, IntegrityError, ParameterError, ProtocolAbort
 from secagg.protocol import Aggregate, PartyId, Scheme, client_id
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
@@ -483,7 +483,7 @@ class Federation:
         try:
             self.transport.run(session, inputs=inputs, dropouts=plan, report=report)
             aggregate = session.coordinator.finalize()
-        except (ProtocolAbort, IntegrityError) as exc:  # any peer fault aborts only the round
+        except (ProtocolAbort, IntegrityError, DecodeError) as exc:  # a peer's fault: this round
             error = str(exc)
         if aggregate is not None and self.privacy is not None:
             error = self.privacy.accept(aggregate, round_number)

@@ -196,10 +196,11 @@ def test_every_registered_scheme_releases_the_participants_sum(scheme):
     )
 
 
-def test_a_faulty_masking_client_aborts_its_round_not_the_run():
-    """A client whose unmask share is outside the Shamir field (a uint32 the wire allows):
-    the server refuses it on arrival (ProtocolAbort), the round aborts with the model kept
-    and ε charged, and the next round runs (issue 10)."""
+@pytest.mark.parametrize("fault", ["share", "vector"])
+def test_a_faulty_masking_client_aborts_its_round_not_the_run(fault):
+    """A client whose unmask share is outside the Shamir field (a uint32 the wire allows),
+    or whose masked vector has the wrong length: the server refuses it on arrival, the
+    round aborts with the model kept and ε charged, and the next round runs (issue 10)."""
     from secagg.masking import MaskingClient, PairwiseMasking
 
     class FaultyClient(MaskingClient):
@@ -208,6 +209,12 @@ def test_a_faulty_masking_client_aborts_its_round_not_the_run():
             shares = response.seed_shares.copy()
             shares[:, 0] = 2**32 - 1
             return [dataclasses.replace(response, seed_shares=shares)]
+
+        def _masked_input(self, bundle):
+            [masked] = super()._masked_input(bundle)
+            if fault == "vector":
+                return [dataclasses.replace(masked, vector=masked.vector[:-1])]
+            return [masked]
 
     class OneFaultyClient(PairwiseMasking):
         @staticmethod
@@ -225,7 +232,7 @@ def test_a_faulty_masking_client_aborts_its_round_not_the_run():
     fed.scheme = OneFaultyClient(max_clients=4, value_bound=fed.scheme.encoding.value_bound)
     before = flatten(fed.model)
     first = fed.run_round(1).record
-    assert first.aborted and "field elements" in first.error
+    assert first.aborted and ("field elements" in first.error or "masked vector" in first.error)
     np.testing.assert_array_equal(flatten(fed.model), before)
     charged = dict(first.epsilon)
     assert charged and all(eps > 0 for eps in charged.values())
