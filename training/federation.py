@@ -36,7 +36,7 @@ from torch import nn
 
 from privacy.dpsgd import validate_model
 from privacy.errors import BudgetExceededError
-from secagg.errors import DecodeError, InsufficientParticipantsError, ParameterError
+from secagg.errors import DecodeError, IntegrityError, ParameterError, ProtocolAbort
 from secagg.protocol import Aggregate, PartyId, Scheme, client_id
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
@@ -568,9 +568,9 @@ class Federation:
         try:
             self.transport.run(session, inputs=inputs, dropouts=plan, report=report)
             aggregate = session.coordinator.finalize()
-        except (InsufficientParticipantsError, DecodeError) as exc:
-            # too few survivors, or an update the server refused (e.g. non-finite): the
-            # round releases nothing and the global model stays as it was
+        except (ProtocolAbort, IntegrityError, DecodeError) as exc:
+            # a peer's fault (too few survivors, a refused or malformed update, a lying
+            # peer): this round releases nothing and the global model stays as it was
             error = str(exc)
         if aggregate is not None and self.privacy is not None:
             error = self.privacy.accept(aggregate, round_number)

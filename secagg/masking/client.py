@@ -117,7 +117,11 @@ class MaskingClient(ClientRole):
         self._receive_keys: dict[PartyId, bytes] = {}
         self._held: dict[PartyId, np.ndarray] = {}  # owner -> 18 share words (incl. our own)
         self._live: tuple[PartyId, ...] = ()
-        self._signed: tuple[PartyId, ...] | None = None
+        self._advert_digests: dict[PartyId, bytes] = {}
+        self._advertisers: frozenset[PartyId] = frozenset()
+        self._own_digest = b""
+        self._masking_set: frozenset[PartyId] = frozenset()
+        self._signed: frozenset[PartyId] | None = None
         self._revealed: dict[PartyId, str] = {}
 
     def __repr__(self) -> str:
@@ -134,6 +138,8 @@ class MaskingClient(ClientRole):
         mask_pub = crypto.public_bytes(self._mask_key)
         commitment = self.params.seed_commitment(self.party, self._seed)
         payload = self.params.advert_payload(self.party, enc_pub, mask_pub, commitment)
+        signature = crypto.sign(self._identity, b"advert", payload)
+        self._own_digest = self.params.advert_digest(payload, signature)
         self.phase = ClientPhase.ADVERTISED
         return [
             AdvertiseKeys(
@@ -141,7 +147,7 @@ class MaskingClient(ClientRole):
                 encryption_key=enc_pub,
                 mask_key=mask_pub,
                 seed_commitment=commitment,
-                signature=crypto.sign(self._identity, b"advert", payload),
+                signature=signature,
             )
         ]
 
@@ -174,11 +180,44 @@ class MaskingClient(ClientRole):
 
     # -- window 1: share keys -----------------------------------------------------------
 
-    def _share_keys(self, roster: KeyRoster) -> list[Message]:
+    def _bind_graph(self, roster: KeyRoster) -> RoundParams:
+        """Check the advertiser list and return the parameters with the round's graph.
+
+        Sparse graph: the seed is recomputed here from the advert digests; the client's
+        own entry must be its own advert, and every neighbour's full advert must match
+        its digest (checked by the caller), so the server cannot substitute a digest it
+        ground. Full graph: the graph is complete whatever the seed, the roster already
+        holds every other advert, and the digests are left out.
+        """
         p = self.params
-        neighbours = set(p.neighbours(self.party))
+        if p.full:
+            if roster.advertisers:
+                raise InconsistentViewError("advertisers must be empty on the full graph")
+            advertisers = {self.party, *roster.parties}
+            seed = p.graph_seed_for(())
+        else:
+            if not all(p.in_cohort(a) for a in roster.advertisers):
+                raise InconsistentViewError("advertisers must be members of the round's cohort")
+            digests = dict(zip(roster.advertisers, roster.advert_digests, strict=True))
+            if digests.get(self.party) != self._own_digest:
+                raise InconsistentViewError(f"advertisers must list {self.party}'s own advert")
+            self._advert_digests = digests
+            advertisers = set(digests)
+            seed = p.graph_seed_for(digests.items())
+        if len(advertisers) < p.threshold:
+            raise InsufficientParticipantsError(
+                f"advertisers must be at least {p.threshold}; got {len(advertisers)}"
+            )
+        self._advertisers = frozenset(advertisers)
+        return p.bind_graph(seed)
+
+    def _share_keys(self, roster: KeyRoster) -> list[Message]:
+        p = self._bind_graph(roster)
+        neighbours = set(p.neighbours(self.party)) & self._advertisers
         if not set(roster.parties) <= neighbours:
-            raise InconsistentViewError("roster parties must be this client's graph neighbours")
+            raise InconsistentViewError(
+                "roster parties must be this client's graph neighbours among the advertisers"
+            )
         if len(roster.parties) + 1 < p.local_threshold:
             raise InsufficientParticipantsError(
                 f"live holders must be at least {p.local_threshold}; got {len(roster.parties) + 1}"
@@ -193,13 +232,16 @@ class MaskingClient(ClientRole):
                 peer, roster.encryption_keys[i], roster.mask_keys[i], roster.seed_commitments[i]
             )
             crypto.verify(p.identities[peer], roster.signatures[i], b"advert", payload)
+            digest = self._advert_digests.get(peer)
+            if digest is not None and p.advert_digest(payload, roster.signatures[i]) != digest:
+                raise InconsistentViewError(f"advert digest of {peer} must match its advert")
             channel = crypto.agree(self._encryption_key, roster.encryption_keys[i])
             send_keys[peer] = self._share_key(channel, self.party, peer)
             receive_keys[peer] = self._share_key(channel, peer, self.party)
             shared = crypto.agree(self._mask_key, roster.mask_keys[i])
             pair_keys[peer] = pair_mask_key(p, self.party, peer, shared)
-        peers = tuple(sorted(roster.parties, key=p.position))
-        holders = tuple(sorted((self.party, *peers), key=p.position))  # Shamir points in order
+        peers = p.ordered(roster.parties)
+        holders = p.ordered((self.party, *peers))  # Shamir points in order
         secrets = secrets_to_field(self._seed, crypto.private_bytes(self._mask_key))
         rows = share_secrets(
             secrets,
@@ -214,6 +256,7 @@ class MaskingClient(ClientRole):
                 continue
             header = share_header(p, self.party, holder)
             ciphertexts.append(crypto.seal(send_keys[holder], row.astype("<u4").tobytes(), header))
+        self.params = p
         self._peers, self._pair_keys, self._receive_keys = peers, pair_keys, receive_keys
         self.phase = ClientPhase.SHARED
         return [EncryptedShares(**self._header(), recipients=peers, ciphertexts=tuple(ciphertexts))]
@@ -228,14 +271,38 @@ class MaskingClient(ClientRole):
 
     # -- window 2: masked input ---------------------------------------------------------
 
+    def _check_masking_set(self, bundle: ShareBundle) -> frozenset[PartyId]:
+        """U2 as the server announced it; this client's masks are exactly U2 ∩ N(self).
+
+        Security: the bundle must hold a share from every neighbour in U2, and from no
+        one else: a server that drops a sender (a truncated bundle) or narrows U2 for this
+        client alone is caught here or, at the latest, by the view signatures.
+        """
+        p = self.params
+        masking_set = frozenset(bundle.masking_set)
+        if self.party not in masking_set or not masking_set <= self._advertisers:
+            raise InconsistentViewError(
+                f"masking set must contain {self.party} and only advertisers"
+            )
+        if len(masking_set) < p.threshold:
+            raise InsufficientParticipantsError(
+                f"masking set must be at least {p.threshold}; got {len(masking_set)}"
+            )
+        expected = (masking_set & set(p.neighbours(self.party))) - {self.party}
+        if set(bundle.senders) != expected or not expected <= set(self._peers):
+            raise InconsistentViewError(
+                "share senders must be exactly this client's neighbours in the masking set; "
+                f"got {len(bundle.senders)} of {len(expected)}"
+            )
+        if len(expected) + 1 < p.local_threshold:
+            raise InsufficientParticipantsError(
+                f"live holders must be at least {p.local_threshold}; got {len(expected) + 1}"
+            )
+        return masking_set
+
     def _masked_input(self, bundle: ShareBundle) -> list[Message]:
         p = self.params
-        if not set(bundle.senders) <= set(self._peers):
-            raise InconsistentViewError("share senders must be peers from this client's roster")
-        if len(bundle.senders) + 1 < p.local_threshold:
-            raise InsufficientParticipantsError(
-                f"live holders must be at least {p.local_threshold}; got {len(bundle.senders) + 1}"
-            )
+        masking_set = self._check_masking_set(bundle)
         received = {}
         for sender, ciphertext in zip(bundle.senders, bundle.ciphertexts, strict=True):
             plain = crypto.unseal(
@@ -247,7 +314,7 @@ class MaskingClient(ClientRole):
             received[sender] = row
         if self._encoded is None:  # unreachable by the phase table; keeps the invariant explicit
             raise ShareReuseError(f"{self.party} has already sent its masked input")
-        live = tuple(sorted(bundle.senders, key=p.position))
+        live = p.ordered(bundle.senders)
         masked = self._encoded
         self._encoded = None
         add = [self_mask_key(p, self.party, self._seed)]
@@ -257,27 +324,47 @@ class MaskingClient(ClientRole):
         apply_masks(masked, add=add, subtract=subtract)
         self._held.update(received)
         self._live = live
+        self._masking_set = masking_set
         self._pair_keys.clear()
         self._receive_keys.clear()
         self.phase = ClientPhase.MASKED
-        return [MaskedInput(**self._header(), vector=masked)]
+        view = crypto.sign(self._identity, b"view", p.view_payload(self.party, masking_set))
+        return [MaskedInput(**self._header(), vector=masked, view_signature=view)]
 
     # -- window 3: consistency check ----------------------------------------------------
 
+    def _check_floor(self, survivors: frozenset[PartyId]) -> None:
+        p = self.params
+        floor = max(p.threshold, p.min_honest)
+        if len(survivors) < floor:
+            raise InsufficientParticipantsError(
+                f"survivors must be at least {floor} (threshold {p.threshold}, "
+                f"min_honest {p.min_honest}); got {len(survivors)}"
+            )
+
     def _sign_survivors(self, request: ConsistencyRequest) -> list[Message]:
         p = self.params
-        if not all(p.in_cohort(s) for s in request.survivors):
-            raise InconsistentViewError("survivors must be members of the round's cohort")
-        if self.party not in request.survivors:
+        survivors = frozenset(request.survivors)
+        if not survivors <= self._masking_set:
+            raise InconsistentViewError("survivors must be members of the masking set U2")
+        if self.party not in survivors:
             raise InconsistentViewError(
                 f"survivors must include {self.party}, whose input was sent"
             )
-        if len(request.survivors) < p.threshold:
-            raise InsufficientParticipantsError(
-                f"survivors must be at least {p.threshold}; got {len(request.survivors)}"
+        self._check_floor(survivors)
+        # before signing: every survivor whose self-mask share this client would reveal
+        # must have masked with the very same U2 (else its input could be isolated)
+        owners = set(self._live) & survivors
+        if set(request.view_signers) != owners:
+            raise InconsistentViewError(
+                "view signers must be exactly the surviving neighbours; "
+                f"got {len(request.view_signers)} of {len(owners)}"
             )
-        survivors = tuple(sorted(request.survivors, key=p.position))
-        payload = p.survivor_payload(self.party, survivors)
+        for owner, signature in zip(request.view_signers, request.view_signatures, strict=True):
+            crypto.verify(
+                p.identities[owner], signature, b"view", p.view_payload(owner, self._masking_set)
+            )
+        payload = p.survivor_payload(self.party, self._masking_set, survivors)
         self._signed = survivors
         self.phase = ClientPhase.SIGNED
         return [
@@ -315,7 +402,13 @@ class MaskingClient(ClientRole):
     def _check_unmask_view(
         self, request: UnmaskRequest
     ) -> tuple[tuple[PartyId, ...], tuple[PartyId, ...]]:
-        """Verify the server's view; return whose seed shares and whose key shares to reveal."""
+        """Verify the server's view; return whose seed shares and whose key shares to reveal.
+
+        Security: shares leave only if at least t′ of this client's holders (t of the
+        cohort on the full graph) signed the very pair (U2, U3) this client signed. Honest
+        clients sign one pair each, so two conflicting pairs need ≥ 2t′ − (k + 1) corrupt
+        signers among one holder set (threat_model.md, "Agreed views").
+        """
         p = self.params
         survivors, dropped = set(request.survivors), set(request.dropped)
         if survivors & dropped:
@@ -325,19 +418,22 @@ class MaskingClient(ClientRole):
             )
         if self._signed is None or survivors != set(self._signed):
             raise InconsistentViewError("survivors must equal the set this client signed")
-        if len(survivors) < p.threshold:
-            raise InsufficientParticipantsError(
-                f"survivors must be at least {p.threshold}; got {len(survivors)}"
-            )
+        self._check_floor(self._signed)
         if self.party in dropped:
             raise InconsistentViewError(f"dropped must not include {self.party}")
-        if not set(request.signers) <= survivors or len(request.signers) < p.threshold:
+        if dropped != set(self._masking_set) - survivors:
+            raise InconsistentViewError("dropped must be exactly the masking set minus survivors")
+        holders = p.holders(self.party)
+        signers = set(request.signers)
+        if not signers <= survivors or not signers <= holders:
+            raise InconsistentViewError("signers must be surviving holders of this client")
+        if len(signers) < p.local_threshold:
             raise InsufficientParticipantsError(
-                f"distinct surviving signers must be at least {p.threshold}; "
-                f"got {len(set(request.signers) & survivors)}"
+                f"surviving holders that signed must be at least {p.local_threshold}; "
+                f"got {len(signers)}"
             )
         for signer, signature in zip(request.signers, request.signatures, strict=True):
-            payload = p.survivor_payload(signer, self._signed)
+            payload = p.survivor_payload(signer, self._masking_set, self._signed)
             crypto.verify(p.identities[signer], signature, b"survivors", payload)
         owners = (self.party, *self._live)
         seed_owners = tuple(o for o in owners if o in survivors)

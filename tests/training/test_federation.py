@@ -209,3 +209,48 @@ def test_every_registered_scheme_releases_the_participants_sum(scheme):
     np.testing.assert_allclose(
         aggregate.vector, expected, rtol=0, atol=aggregate.error_bound + 1e-9
     )
+
+
+@pytest.mark.parametrize("fault", ["share", "vector"])
+def test_a_faulty_masking_client_aborts_its_round_not_the_run(fault):
+    """A client whose unmask share is outside the Shamir field (a uint32 the wire allows),
+    or whose masked vector has the wrong length: the server refuses it on arrival, the
+    round aborts with the model kept and ε charged, and the next round runs (issue 10)."""
+    from secagg.masking import MaskingClient, PairwiseMasking
+
+    class FaultyClient(MaskingClient):
+        def _unmask(self, request):
+            [response] = super()._unmask(request)
+            shares = response.seed_shares.copy()
+            shares[:, 0] = 2**32 - 1
+            return [dataclasses.replace(response, seed_shares=shares)]
+
+        def _masked_input(self, bundle):
+            [masked] = super()._masked_input(bundle)
+            if fault == "vector":
+                return [dataclasses.replace(masked, vector=masked.vector[:-1])]
+            return [masked]
+
+    class OneFaultyClient(PairwiseMasking):
+        @staticmethod
+        def client_role(party, params, keys, *, rng):
+            role = PairwiseMasking.client_role(party, params, keys, rng=rng)
+            if party == "client/0" and params.round == 1:
+                role.__class__ = FaultyClient
+            return role
+
+    config = FederationConfig(
+        scheme="masking", clients=4, rounds=2, seed=1, dp=True, delta=1e-5,
+        batch_size=64, local_epochs=1, lr=1.0, model="mlp-small",
+    )  # fmt: skip
+    fed = Federation(config, rng=_rng())
+    fed.scheme = OneFaultyClient(max_clients=4, value_bound=fed.scheme.encoding.value_bound)
+    before = flatten(fed.model)
+    first = fed.run_round(1).record
+    assert first.aborted and ("field elements" in first.error or "masked vector" in first.error)
+    np.testing.assert_array_equal(flatten(fed.model), before)
+    charged = dict(first.epsilon)
+    assert charged and all(eps > 0 for eps in charged.values())
+    second = fed.run_round(2).record
+    assert not second.aborted and len(second.participants) == 4
+    assert all(second.epsilon[p] > charged[p] for p in charged)
