@@ -63,6 +63,12 @@ def test_every_client_stays_within_the_target_in_result_and_ledger(dp_run):
     p = result.privacy
     assert p["enabled"] is True and p["stopped"] is None and result.stopped is None
     assert p["unit"] == "record-level, per client" and p["sampling"] == "poisson"
+    # the label a reader sees: unit, adjacency, ε rounded up, δ
+    assert p["adjacency"] == "add-or-remove-one"
+    assert p["guarantee"] == (
+        f"(ε ≤ {math.ceil(p['epsilon_max'] * 1000) / 1000:.3f}, δ = 1e-05)-DP for one training "
+        "record of one client under add-or-remove-one adjacency"
+    )
     assert p["delta"] == DELTA and p["budget"] == 2.0 and p["target_epsilon"] == 2.0
     assert p["ledger"] == {"path": str(path), "temporary": False}
     eps = p["epsilon_per_client"]
@@ -86,10 +92,21 @@ def test_every_client_stays_within_the_target_in_result_and_ledger(dp_run):
                 assert entry.body["clip_norm"] == p["max_grad_norm"] == 1.0
 
 
-def test_schedule_is_q_equals_b_over_n_and_sigma_calibrated_once(dp_run):
+def _nominal():
+    """N: the declared public records per client (even share of the public digits split)."""
+    data = Federation(FederationConfig(**{**TINY, "dp": False})).data
+    return len(data.y_train) // TINY["clients"]
+
+
+def test_schedule_is_public_and_sigma_calibrated_once(dp_run):
+    """q = B/N and E·⌈N/B⌉ steps from the declared N, identical for every client whatever
+    its own record count; the record counts appear nowhere in result.json."""
     result, _ = dp_run
     p = result.privacy
-    for i, n in enumerate(result.client_sizes):
+    n = _nominal()
+    assert p["nominal_records"] == n
+    assert len(set(result.client_sizes)) > 1  # the clients really hold different counts
+    for i in range(len(result.client_sizes)):
         client = f"client/{i}"
         assert p["sample_rate"][client] == pytest.approx(64 / n)
         assert p["steps"]["per_round"][client] == math.ceil(n / 64)
@@ -97,6 +114,49 @@ def test_schedule_is_q_equals_b_over_n_and_sigma_calibrated_once(dp_run):
         # one σ for the whole schedule: ε of all planned steps is the target, not ε per round
         history = [(p["noise_multiplier"][client], p["sample_rate"][client], 3 * math.ceil(n / 64))]
         assert prv_epsilon(history) == pytest.approx(2.0, rel=0.02)
+    doc = result.to_dict()
+    assert doc["client_sizes"] is None
+    assert all(r["train_loss"] is None for r in doc["rounds"])  # noise-free statistic: gone
+
+
+def test_adding_one_record_changes_nothing_but_what_the_noise_hides(tmp_path):
+    """Add/remove adjacency: with one extra record at client 0, every released quantity other
+    than the noisy update itself — ledger entries, weights, privacy block — is identical."""
+    config = FederationConfig(**TINY, rounds=1, epsilon=2.0)
+    feds = [Federation(config, rng=_rng(), ledger_path=tmp_path / f"l{i}") for i in (0, 1)]
+    feds[1]._x[0] = torch.cat([feds[1]._x[0], feds[1]._x[0][:1]])
+    feds[1]._y[0] = torch.cat([feds[1]._y[0], feds[1]._y[0][:1]])
+    updates = [fed.train_clients(1, [0, 1, 2]) for fed in feds]
+    for fed in feds:
+        fed.privacy.commit(1, list(fed.clients))
+    assert [u["client/0"].weight for u in updates] == [1.0, 1.0]
+    assert [u["client/0"].submission()[-1] for u in updates] == [1.0, 1.0]
+    bodies = [[e.body for e in fed.privacy.ledger.entries()] for fed in feds]
+    assert bodies[0] == bodies[1]
+    blocks = [fed.privacy.summary(stopped=None) for fed in feds]
+    for block in blocks:
+        del block["ledger"]
+    assert blocks[0] == blocks[1]
+    for fed in feds:
+        fed.close()
+
+
+def test_local_training_run_twice_in_a_round_fails_closed(tmp_path, monkeypatch):
+    """Injected accounting bug outside train_dp_sgd: each client trains twice per round but
+    the round is charged once. The guard/ledger reconciliation stops the run at round 1."""
+    import training.federation as federation
+    from privacy.errors import AccountingMismatchError
+
+    original = federation.run_client
+
+    def twice(*args, **kwargs):
+        original(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(federation, "run_client", twice)
+    config = FederationConfig(**TINY, rounds=2, epsilon=4.0)
+    with pytest.raises(AccountingMismatchError, match="charged and .* run"):
+        run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
 
 
 def test_every_epsilon_recomputes_from_the_ledger_events_with_opacus_prv(dp_run):
@@ -120,8 +180,8 @@ def test_round_records_show_epsilon_growing_to_the_final_value(dp_run):
 def _expected_rounds(fed, sigma, budget):
     """Per client: how many rounds fit the budget, by Opacus PRV (not our accountant)."""
     out = {}
-    for client, n in zip(fed.clients, fed.sizes, strict=True):
-        q, steps = 64 / int(n), math.ceil(int(n) / 64)
+    for client in fed.clients:
+        q, steps = 64 / _nominal(), math.ceil(_nominal() / 64)
         k = 0
         while prv_epsilon([(sigma, q, (k + 1) * steps)]) <= budget:
             k += 1
@@ -132,8 +192,7 @@ def _expected_rounds(fed, sigma, budget):
 def _midway_budget(sigma, rounds):
     """A budget halfway between the PRV ε of ``rounds`` and ``rounds + 1`` rounds of client 0,
     so that no two sound accountants can disagree about where it stops."""
-    sizes = Federation(FederationConfig(**{**TINY, "dp": False})).sizes
-    q, steps = 64 / int(sizes[0]), math.ceil(int(sizes[0]) / 64)
+    q, steps = 64 / _nominal(), math.ceil(_nominal() / 64)
     low = prv_epsilon([(sigma, q, rounds * steps)])
     return (low + prv_epsilon([(sigma, q, (rounds + 1) * steps)])) / 2
 
@@ -166,10 +225,10 @@ def test_budget_stops_participation_at_exactly_the_right_round(tmp_path):
     doc = json.loads(json.dumps(result.to_dict()))
     assert doc["stopped"]["round"] == last + 1 == doc["privacy"]["stopped"]["round"]
     with PrivacyLedger.open(tmp_path / "run-ledger") as ledger:
-        for (client, k), n in zip(expected.items(), fed.sizes, strict=True):
+        for client, k in expected.items():
             rounds = [e.round for e in ledger.entries(client=client, kind=KIND_DPSGD)]
             assert rounds == list(range(1, k + 1))
-            one_more = (sigma, 64 / int(n), math.ceil(int(n) / 64))
+            one_more = (sigma, 64 / _nominal(), math.ceil(_nominal() / 64))
             history = event_to_history(ledger.accountant_state(client).composed)
             assert ledger.epsilon_spent(client) <= budget < prv_epsilon([*history, one_more])
             assert ledger.budget(client).epsilon == budget
