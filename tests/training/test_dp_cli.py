@@ -1,6 +1,7 @@
 """`secagg run` with DP (the default), `secagg audit` of its run dir, `secagg bench` options."""
 
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -50,7 +51,13 @@ def test_dp_is_on_by_default_with_its_training_defaults(dp_run_dir):
             assert all(book.has_entry(c, r["round"], KIND_DPSGD) for c in r["participants"])
     # the summary shows each client's ε and the guarantee in one line
     assert "privacy per client" in output and "ε (PLD)" in output
-    assert f"{privacy['epsilon_max']:.3f}" in output and "privacy: DP-SGD" in output
+    # the printed label: unit, adjacency, ε rounded up, δ (rich may wrap the line)
+    eps_up = math.ceil(privacy["epsilon_max"] * 1000) / 1000
+    assert (
+        f"privacy: DP-SGD, (ε ≤ {eps_up:.3f}, δ = 1e-05)-DP for one training record of one "
+        "client under add-or-remove-one adjacency (budget ε=4;"
+    ) in " ".join(output.split())
+    assert "records" not in output  # no client's record count is printed under DP
     assert (out / "epsilon.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Privacy" in (out / "report.md").read_text()
 

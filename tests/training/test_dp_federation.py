@@ -322,14 +322,29 @@ def test_client_level_run_is_accounted_in_its_own_ledger_kind(tmp_path):
     config = FederationConfig(**CLIENT_LEVEL, rounds=2, epsilon=4.0)
     result = run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
     p = result.privacy
-    assert p["kind"] == "client-level" and p["min_honest"] == 2 and p["clip_norm"] == 1.0
+    # masking, 4 clients: survivor threshold t = 3, declared colluders t − 1 = 2 → h = 1
+    assert p["kind"] == "client-level" and p["min_honest"] == 1 and p["clip_norm"] == 1.0
+    assert p["colluders"] == 2 and p["contributor_floor"] == 3
+    assert p["min_honest_derivation"].startswith("h = 1 (3 guaranteed survivors")
     assert "cohort" in p["threat_model"] and "honest" in p["threat_model"]
+    # the label: the unit is a participant's update, zero-out adjacency, participation public
+    assert p["adjacency"] == "zero-out (the update replaced by zeros)"
+    assert "not whether it took part" in p["unit"] and "public" in p["participation"]
+    assert p["guarantee"].endswith("under zero-out (the update replaced by zeros) adjacency")
+    assert f"ε ≤ {math.ceil(p['epsilon_max'] * 1000) / 1000:.3f}, δ = 1e-05" in p["guarantee"]
+    # replace-one (sensitivity 2S) beside it: two Gaussians at z/2, by Opacus PRV
+    replace = p["replace_one"]["epsilon_per_client"]
+    assert all(replace[c] > 1.5 * e for c, e in p["epsilon_per_client"].items())
+    z = p["noise_multiplier"]
+    assert replace["client/0"] == pytest.approx(prv_epsilon([(z / 2, 1.0, 2)]), rel=0.01)
     assert all(0 < e <= 4.0 for e in p["epsilon_per_client"].values())
     with PrivacyLedger.open(tmp_path / "ledger", expected_head=tuple(p["ledger_head"])) as book:
         assert book.entries(kind=KIND_DPSGD) == []
         for client, eps in p["epsilon_per_client"].items():
             entries = book.entries(client=client, kind=KIND_CLIENT_LEVEL)
             assert [e.round for e in entries] == [1, 2]
+            assert all(e.body["extra"]["min_honest"] == 1 for e in entries)  # h in every entry
+            assert all(e.body["extra"]["contributor_floor"] == 3 for e in entries)
             assert book.budget(client, scope=KIND_CLIENT_LEVEL).epsilon == 4.0
             # independent oracle: two unsampled Gaussians of multiplier z, by Opacus PRV
             history = event_to_history(
@@ -341,7 +356,7 @@ def test_client_level_run_is_accounted_in_its_own_ledger_kind(tmp_path):
 
 def test_client_level_noise_share_has_the_calibrated_std(tmp_path):
     """Each client adds N(0, z²S²/h): measured over the ~650 coordinates of a logreg update."""
-    config = FederationConfig(**CLIENT_LEVEL, rounds=1, epsilon=4.0, min_honest=3)
+    config = FederationConfig(**CLIENT_LEVEL, rounds=1, epsilon=4.0, min_honest=3, colluders=1)
     fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
     allowed, refused = fed.privacy.admit(1, fed.clients)
     assert allowed == fed.clients and refused == []
@@ -362,23 +377,55 @@ def test_client_level_dp_refuses_the_plaintext_scheme():
         Federation(FederationConfig(**{**CLIENT_LEVEL, "scheme": "plain"}, rounds=1))
 
 
-def test_a_sum_with_fewer_contributors_than_min_honest_is_discarded_but_charged(tmp_path):
-    """Threat: too few honest noise shares in a released sum; the sum is not applied."""
+def test_h_is_never_lowered_to_fit_a_small_cohort():
+    """Fail closed: a cohort smaller than h + colluders is refused, not silently accepted."""
+    with pytest.raises(ParameterError, match="min_honest \\+ colluders must be at most"):
+        Federation(FederationConfig(**CLIENT_LEVEL, rounds=1, clients_per_round=3, min_honest=3))
+    with pytest.raises(ParameterError, match="min_honest must be at least 1"):
+        Federation(FederationConfig(**CLIENT_LEVEL, rounds=1, colluders=3))
+
+
+def test_the_scheme_is_built_with_the_contributor_floor(tmp_path):
+    config = FederationConfig(**CLIENT_LEVEL, rounds=1, min_honest=2, colluders=1)
+    fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    fed.close()
+    assert fed.aggregation.min_honest == 3 and fed.privacy.min_honest == 2
+    assert Federation(FederationConfig(**TINY, rounds=1)).aggregation.min_honest is None
+
+
+def test_a_sum_released_below_the_floor_is_not_used_and_is_charged_at_its_real_noise(tmp_path):
+    """Threat: a scheme (or its unmasker) ignores the floor and releases a sum of 5 when 6
+    honest shares were required. The sum is never applied; its contributors are charged at
+    z·√(5/6), and the guard/ledger difference stops the run (fail closed)."""
+    import dataclasses
+
+    from privacy.errors import AccountingMismatchError
     from privacy.ledger import KIND_CLIENT_LEVEL
+    from secagg.schemes import create_scheme
 
     config = FederationConfig(
         **{**CLIENT_LEVEL, "clients": 6, "seed": 3},
         rounds=1,
         epsilon=4.0,
         min_honest=6,
+        colluders=0,
         dropout=0.15,
     )
-    result = run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
-    record = result.rounds[0]
-    assert record.dropped == ["client/4"] and record.dropped_at == {"client/4": 0}
-    assert record.aborted and "min_honest=6" in record.error and record.participants == []
-    assert (record.accuracy, record.loss) == (result.initial_accuracy, result.initial_loss)
-    assert result.privacy["discarded_rounds"] == [1]
+    fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    # the deviating party: a scheme built without the floor
+    fed.scheme = create_scheme("masking", dataclasses.replace(fed.aggregation, min_honest=None))
+    before = [p.detach().clone() for p in fed.model.parameters()]
+    with pytest.raises(AccountingMismatchError, match="must equal the DP mechanisms it ran"):
+        fed.run_round(1)
+    assert all(torch.equal(a, b) for a, b in zip(before, fed.model.parameters(), strict=True))
+    assert fed.privacy.discarded == [1]
+    z = fed.privacy.noise_multiplier
     with PrivacyLedger.open(tmp_path / "ledger") as book:
-        charged = {e.client for e in book.entries(kind=KIND_CLIENT_LEVEL)}
-    assert charged == {f"client/{i}" for i in range(6)}  # the dropout had added its share too
+        sigmas = {
+            e.client: e.body["noise_multiplier"] for e in book.entries(kind=KIND_CLIENT_LEVEL)
+        }
+    fed.close()
+    assert set(sigmas) == {f"client/{i}" for i in range(6)}  # the dropout had added its share
+    assert sigmas["client/4"] == z  # dropped at phase 0: not in the sum
+    real = {c: s for c, s in sigmas.items() if c != "client/4"}
+    assert all(s == pytest.approx(z * math.sqrt(5 / 6)) for s in real.values())
