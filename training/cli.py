@@ -477,11 +477,16 @@ def audit(
         raise _fail(str(exc)) from None
     console.print(render_console(report))
     verdict = report.canary.verdict if report.canary is not None else "not run"
-    status = "passed" if report.passed else f"FAILED ({len(report.findings)} findings)"
-    console.print(f"audit {status}; canary verdict: {verdict}", markup=False)
+    noise = report.canary.noise.verdict if report.canary is not None else "not checked"
+    status = {
+        "passed": "passed",
+        "FAILED": f"FAILED ({len(report.findings)} findings)",
+        "incomplete": "incomplete (no check that could fail at this ε ran)",
+    }[report.status]
+    console.print(f"audit {status}; noise scale: {noise}; canary bound: {verdict}", markup=False)
     written = Path(out) if out is not None else Path(run_dir)
     console.print(f"audit written to: {written}", markup=False)
-    if not report.passed:
+    if report.status == "FAILED":
         raise typer.Exit(code=USAGE_ERROR)
 
 

@@ -70,7 +70,7 @@ from privacy.distributed import (
     round_event,
 )
 from privacy.errors import BudgetExceededError
-from privacy.ledger import KIND_CLIENT_LEVEL, PrivacyLedger
+from privacy.ledger import KIND_CLIENT_LEVEL, PrivacyLedger, pin_digest
 from privacy.noise import SecureGaussian
 from secagg.errors import ParameterError
 from secagg.protocol import Aggregate, PartyId
@@ -367,7 +367,7 @@ class ClientLevelPlan:
         eps = self.epsilons()
         replace_one = {c: self._replace_one_epsilon(c) for c in self.clients}
         params = self._round_params(self.honest.floor)
-        return {
+        block = {
             "enabled": True,
             "unit": "client-level, " + UNIT_CLIENT,
             "kind": KIND_CLIENT_LEVEL,
@@ -411,6 +411,8 @@ class ClientLevelPlan:
             "ledger": {"path": str(self.ledger_path), "temporary": self.ledger_temporary},
             "ledger_head": list(self.head),
         }
+        block["pin"] = pin_digest(block)  # publish it: binds these numbers to the ledger
+        return block
 
     def _replace_one_epsilon(self, client: PartyId) -> float:
         """ε of the same rounds under replace-one adjacency: every Gaussian at z/2."""

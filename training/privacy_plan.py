@@ -52,7 +52,7 @@ from privacy.accounting import (
 )
 from privacy.budget import ClientBudgetGuard, reconcile_guard, select_within_budget
 from privacy.dpsgd import DPSGDParams, train_dp_sgd
-from privacy.ledger import THREAT_MODEL_RECORD_LEVEL, UNIT_RECORD, PrivacyLedger
+from privacy.ledger import THREAT_MODEL_RECORD_LEVEL, UNIT_RECORD, PrivacyLedger, pin_digest
 from privacy.noise import SecureGaussian
 from secagg.errors import ParameterError
 from secagg.protocol import Aggregate, PartyId
@@ -342,7 +342,7 @@ class PrivacyPlan:
                 for c in self.schedules
             }
         sched = self.schedules.values()
-        return {
+        block = {
             "enabled": True,
             "unit": UNIT,
             "adjacency": ADJACENCY,
@@ -391,6 +391,8 @@ class PrivacyPlan:
             "ledger": {"path": str(self.ledger_path), "temporary": self.ledger_temporary},
             "ledger_head": list(self.head),
         }
+        block["pin"] = pin_digest(block)  # publish it: binds these numbers to the ledger
+        return block
 
     def close(self) -> None:
         self.ledger.close()
