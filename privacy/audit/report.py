@@ -834,6 +834,10 @@ def plot_epsilon_over_rounds(report: AuditReport, path: Path) -> None:
         plt.close(fig)
 
 
+def _floor(value: float | None) -> str:
+    return "—" if value is None else f"{math.floor(value * 1000) / 1000:.3f}"
+
+
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "—" if value is None else format(value, spec)
 
@@ -842,10 +846,10 @@ def _budget_rows(clients: list[ClientStatus]) -> list[list[str]]:
     return [
         [
             c.client,
-            _fmt(c.epsilon_spent),
-            _fmt(c.epsilon_rdp),
+            accounting.format_epsilon(c.epsilon_spent),  # every ε rounded up
+            accounting.format_epsilon(c.epsilon_rdp),
             _fmt(c.budget_epsilon, "g"),
-            _fmt(c.remaining_epsilon),
+            _floor(c.remaining_epsilon),  # what is left rounds down
             str(c.rounds_trained),
             "—" if c.remaining_rounds is None else str(c.remaining_rounds),
         ]
@@ -872,7 +876,11 @@ def _canary_rows(a: CanaryAudit) -> list[tuple[str, str]]:
             f"q={a.sample_rate:.4g}, C={a.clip_norm:g}, {a.steps} steps"
             + ("" if a.steps == a.steps_in_run else f" (of {a.steps_in_run}; capped)"),
         ),
-        ("theoretical ε", f"{a.theoretical_epsilon:.3f} (δ={a.delta:g}, accountant of record)"),
+        (
+            "theoretical ε",
+            f"{accounting.format_epsilon(a.theoretical_epsilon)} (δ={a.delta:g}, "
+            "accountant of record)",
+        ),
         (
             f"{1 - a.beta:.0%} lower bound",
             f"{a.lower_bound:.3f} ({a.correct}/{a.guesses} correct guesses, {a.canaries} canaries)",
@@ -905,7 +913,7 @@ def render_markdown(report: AuditReport) -> str:
         f"- **Sampling:** {g['sampling']}",
         f"- **Accountant:** {g['accountant']}; cross-check: {g['cross_check']}",
         f"- **δ:** {g['delta']:g}",
-        f"- **Largest ε:** {g['epsilon_max']:.3f} — {g['strength']}",
+        f"- **Largest ε:** {accounting.format_epsilon(g['epsilon_max'])} — {g['strength']}",
         f"- **Checkpoints:** {g['checkpoints']}",
         f"- **Threat model:** {g['threat_model']}",
         "- **Not accounted:** " + "; ".join(g["not_accounted"]),

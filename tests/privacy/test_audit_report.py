@@ -1,6 +1,7 @@
 """``audit_run`` on synthetic run directories: files, budget arithmetic, findings, errors."""
 
 import json
+import math
 import sqlite3
 
 import pytest
@@ -402,3 +403,18 @@ def test_the_audit_opens_the_ledger_read_only(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("ledger")) == ["ledger"]
     # without the canary nothing could have caught a noise bug: not "passed"
     assert report.findings == [] and report.status == "incomplete" and not report.passed
+
+
+def test_the_printed_guarantee_names_unit_adjacency_epsilon_up_delta_and_threat_model(tmp_path):
+    report = quick(make_run(tmp_path))
+    eps = max(c.epsilon_spent for c in report.clients)
+    up = f"{math.ceil(eps * 1000) / 1000:.3f}"
+    statement = report.guarantee["statement"]
+    assert f"ε ≤ {up} and δ = 1e-05" in statement
+    assert "for the unit 'one training record of one client'" in statement
+    assert "under add-or-remove-one adjacency" in statement
+    assert "Threat model: record-level DP of each client's local dataset" in statement
+    console = Console(record=True, width=200)
+    console.print(render_console(report))
+    text = " ".join(console.export_text().split())
+    assert f"ε ≤ {up}" in text and "add-or-remove-one" in text and "Threat model" in text
