@@ -272,10 +272,16 @@ def privacy_line(result: FederationResult) -> str:
     ledger = p["ledger"]
     where = f"{ledger['path']} (temporary)" if ledger["temporary"] else ledger["path"]
     mechanism = "client-level distributed DP" if p.get("kind") == "client-level" else "DP-SGD"
-    return (
+    line = (
         f"privacy: {mechanism}, {p['guarantee']} (budget ε={p['budget']:g}; "
         f"{p['accountant']}); ledger {where}"
     )
+    if p.get("kind") == "client-level":  # the honest-share assumption and replace-one beside
+        line += (
+            f"; {p['min_honest_derivation']}; replace-one: "
+            f"ε ≤ {format_epsilon(p['replace_one']['epsilon_max'])}"
+        )
+    return line
 
 
 def _fail(message: str) -> typer.Exit:
