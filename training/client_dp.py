@@ -321,7 +321,13 @@ class ClientLevelPlan:
         return (client, round_number) in self._trained
 
     def commit(self, round_number: int, trained: Sequence[PartyId]) -> None:
-        """Note who added its noise share; the charge is written by :meth:`settle`."""
+        """Note who added its noise share; the charge is written by :meth:`settle`.
+
+        A round left unsettled by an exception is charged (at z) before the next one
+        and on :meth:`close`: a share that was drawn is never left uncharged.
+        """
+        for earlier in sorted(self._pending):
+            self.settle(earlier)
         self._pending[round_number] = list(trained)
 
     def settle(self, round_number: int) -> None:
@@ -423,7 +429,11 @@ class ClientLevelPlan:
         return epsilon_of_event(compose(events), delta=self.delta) if events else 0.0
 
     def close(self) -> None:
-        self.ledger.close()
+        try:
+            for earlier in sorted(self._pending):
+                self.settle(earlier)
+        finally:
+            self.ledger.close()
 
     def __repr__(self) -> str:
         return (

@@ -429,3 +429,21 @@ def test_a_sum_released_below_the_floor_is_not_used_and_is_charged_at_its_real_n
     assert sigmas["client/4"] == z  # dropped at phase 0: not in the sum
     real = {c: s for c, s in sigmas.items() if c != "client/4"}
     assert all(s == pytest.approx(z * math.sqrt(5 / 6)) for s in real.values())
+
+
+def test_a_client_level_round_that_crashes_after_the_noise_is_still_charged(tmp_path):
+    from privacy.ledger import KIND_CLIENT_LEVEL
+
+    config = FederationConfig(**CLIENT_LEVEL, rounds=2, epsilon=4.0)
+    fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("network down")
+
+    fed.scheme.open_round = broken
+    with pytest.raises(RuntimeError, match="network down"):
+        fed.run_round(1)
+    fed.close()  # settles the pending round before closing the ledger
+    with PrivacyLedger.open(tmp_path / "ledger") as book:
+        charged = {e.client for e in book.entries(kind=KIND_CLIENT_LEVEL) if e.round == 1}
+    assert charged == set(fed.clients)
