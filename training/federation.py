@@ -68,7 +68,7 @@ def privacy_plan_for(
     sizes: dict[PartyId, int],
     *,
     rng: Csprng,
-    nominal_records: int = 1,
+    nominal_records: int,
 ) -> PrivacyPlan | ClientLevelPlan | None:
     """The run's DP plan (noise calibrated once, budgets in the ledger), or ``None`` without DP.
 
