@@ -115,7 +115,9 @@ def _render_client_level(p: dict) -> list[str]:
         f"the sum carries noise of multiplier z={p['noise_multiplier']:.4g} when at least "
         f"{p['min_honest']} honest clients reach it. Threat model: {p['threat_model']}. "
         f"Accountant: {p['accountant']}. Largest ε: **{format_epsilon(p['epsilon_max'])}** at "
-        f"δ={p['delta']:g} (budget ε={p['budget']:g}).",
+        f"δ={p['delta']:g} (budget ε={p['budget']:g}). Guarantee: {p['guarantee']}; "
+        f"replace-one ε ≤ {format_epsilon(p['replace_one']['epsilon_max'])}. "
+        f"{p['min_honest_derivation']}.",
         "",
     ]
     if p.get("stopped"):

@@ -171,6 +171,8 @@ def test_client_level_dp_from_the_cli(tmp_path):
     assert "h = 1 (3 guaranteed survivors (masking survivor threshold t=3); 2 declared " in flat
     replace_up = math.ceil(p["replace_one"]["epsilon_max"] * 1000) / 1000
     assert f"replace-one: ε ≤ {replace_up:.3f}" in flat
+    report = " ".join((out / "report.md").read_text().split())
+    assert p["guarantee"] in report and p["min_honest_derivation"] in report
     small = _invoke(
         "run",
         "--scheme",
