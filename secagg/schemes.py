@@ -29,8 +29,10 @@ class AggregationConfig:
             clients for masking); ``None`` picks the scheme's default.
         graph: masking communication graph, ``"full"`` or ``"sparse"`` (SecAgg+).
         precision: the largest acceptable absolute error per coordinate of the sum.
-        min_honest: client-level DP's h; schemes with a floor refuse to open a sum of
-            fewer contributors (CKKS holders enforce it). ``None``: no DP floor.
+        min_honest: the fewest contributors a released sum may have (whoever unmasks or
+            decrypts refuses a smaller one); set by client-level DP to h + declared
+            colluders so that every released sum holds at least h honest noise shares.
+            ``None``: no floor beyond the scheme's own threshold.
     """
 
     max_clients: int
@@ -52,12 +54,17 @@ class AggregationConfig:
             raise ParameterError(f"threshold must be ≥ 1; got {self.threshold}")
         if self.graph not in ("full", "sparse"):
             raise ParameterError(f"graph must be 'full' or 'sparse'; got {self.graph!r}")
-        if self.min_honest is not None and not 1 <= self.min_honest <= self.max_clients:
-            raise ParameterError(
-                f"min_honest must be in [1, max_clients]; got {self.min_honest}"
-            )
         if not self.precision > 0:
             raise ParameterError(f"precision must be > 0; got {self.precision}")
+        if self.min_honest is not None and (
+            isinstance(self.min_honest, bool)
+            or not isinstance(self.min_honest, int)
+            or not 1 <= self.min_honest <= self.max_clients
+        ):
+            raise ParameterError(
+                f"min_honest must be an integer in [1, max_clients={self.max_clients}]; "
+                f"got {self.min_honest!r}"
+            )
 
 
 def available_schemes() -> tuple[str, ...]:

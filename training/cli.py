@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from privacy.accounting import format_epsilon
 from privacy.errors import PrivacyError
 from secagg.errors import SecAggError
 from training.config import DEFAULT_SCHEME, PLAIN_TRAINING_DEFAULTS
@@ -67,6 +68,7 @@ CONFIG_KEYS: dict[str, str] = {
     "max-grad-norm": "max_grad_norm",
     "dp-unit": "dp_unit",
     "min-honest": "min_honest",
+    "colluders": "colluders",
     "seed": "seed",
     "partition": "partition",
     "alpha": "alpha",
@@ -87,6 +89,7 @@ DP_KEYS = (
     "max-grad-norm",
     "dp-unit",
     "min-honest",
+    "colluders",
 )
 
 
@@ -222,7 +225,7 @@ def summary_table(result: FederationResult) -> Table:
             f"{s['total']:.2f}",
         ]
         if dp:
-            cells.append("—" if r.epsilon_max is None else f"{r.epsilon_max:.2f}")
+            cells.append("—" if r.epsilon_max is None else format_epsilon(r.epsilon_max, 2))
         table.add_row(*cells)
     table.caption = (
         "in/out: clients in the sum / dropped out; prot/agg/dec: seconds protecting, "
@@ -243,18 +246,17 @@ def privacy_table(result: FederationResult) -> Table:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for column in ("client", "records", "q", "σ", "steps", "ε (PLD)", "ε (RDP)", "budget"):
+    for column in ("client", "q", "σ", "steps", "ε (PLD)", "ε (RDP)", "budget"):
         table.add_column(column, justify="left" if column == "client" else "right", no_wrap=True)
     rdp = p["cross_check"]["epsilon_per_client"]
-    for index, (client, eps) in enumerate(p["epsilon_per_client"].items()):
+    for client, eps in p["epsilon_per_client"].items():
         table.add_row(
             client,
-            str(result.client_sizes[index]),
             f"{p['sample_rate'][client]:.3f}",
             f"{p['noise_multiplier'][client]:.3f}",
             str(p["steps"]["run"][client]),
-            f"{eps:.3f}",
-            f"{rdp[client]:.3f}",
+            format_epsilon(eps),
+            format_epsilon(rdp[client]),
             f"{p['budget']:g}",
         )
     return table
@@ -271,7 +273,7 @@ def _client_level_table(result: FederationResult) -> Table:
     for column in ("client", "ε (PLD)", "budget"):
         table.add_column(column, justify="left" if column == "client" else "right", no_wrap=True)
     for client, eps in p["epsilon_per_client"].items():
-        table.add_row(client, f"{eps:.3f}", f"{p['budget']:g}")
+        table.add_row(client, format_epsilon(eps), f"{p['budget']:g}")
     return table
 
 
@@ -283,10 +285,16 @@ def privacy_line(result: FederationResult) -> str:
     ledger = p["ledger"]
     where = f"{ledger['path']} (temporary)" if ledger["temporary"] else ledger["path"]
     mechanism = "client-level distributed DP" if p.get("kind") == "client-level" else "DP-SGD"
-    return (
-        f"privacy: {mechanism}, {p['unit']}: ε ≤ {p['epsilon_max']:.3f} at δ={p['delta']:g} "
-        f"(budget ε={p['budget']:g}; {p['accountant']}); ledger {where}"
+    line = (
+        f"privacy: {mechanism}, {p['guarantee']} (budget ε={p['budget']:g}; "
+        f"{p['accountant']}); ledger {where}"
     )
+    if p.get("kind") == "client-level":  # the honest-share assumption and replace-one beside
+        line += (
+            f"; {p['min_honest_derivation']}; replace-one: "
+            f"ε ≤ {format_epsilon(p['replace_one']['epsilon_max'])}"
+        )
+    return line
 
 
 def _fail(message: str) -> typer.Exit:
@@ -334,7 +342,12 @@ def run(
     ),
     min_honest: int | None = typer.Option(
         None,
-        help="Client-level DP: honest clients guaranteed to reach each sum (default: half).",
+        help="Client-level DP: honest noise shares guaranteed in each sum "
+        "(default: the scheme's guaranteed survivors minus --colluders).",
+    ),
+    colluders: int | None = typer.Option(
+        None,
+        help="Client-level DP: clients that may collude with the server (default: t − 1).",
     ),
     no_dp: bool | None = typer.Option(
         None, "--no-dp", help="Train without differential privacy (DP-SGD is on by default)."
@@ -385,6 +398,7 @@ def run(
         "max-grad-norm": max_grad_norm,
         "dp-unit": dp_unit,
         "min-honest": min_honest,
+        "colluders": colluders,
         "no-dp": no_dp,
         "seed": seed,
         "out": str(out) if out else None,
@@ -483,7 +497,7 @@ def _run_with_progress(console: Console, federation: Federation) -> FederationRe
         def on_round(record: RoundRecord) -> None:
             status = "aborted" if record.aborted else f"acc {record.accuracy:.3f}"
             if record.epsilon_max is not None:
-                status += f"  ε max {record.epsilon_max:.2f}"
+                status += f"  ε max {format_epsilon(record.epsilon_max, 2)}"
             if record.refused_budget:
                 status += f"  {len(record.refused_budget)} over budget"
             progress.update(task, advance=1, status=status)
@@ -530,11 +544,16 @@ def audit(
         raise _fail(str(exc)) from None
     console.print(render_console(report))
     verdict = report.canary.verdict if report.canary is not None else "not run"
-    status = "passed" if report.passed else f"FAILED ({len(report.findings)} findings)"
-    console.print(f"audit {status}; canary verdict: {verdict}", markup=False)
+    noise = report.canary.noise.verdict if report.canary is not None else "not checked"
+    status = {
+        "passed": "passed",
+        "FAILED": f"FAILED ({len(report.findings)} findings)",
+        "incomplete": "incomplete (no check that could fail at this ε ran)",
+    }[report.status]
+    console.print(f"audit {status}; noise scale: {noise}; canary bound: {verdict}", markup=False)
     written = Path(out) if out is not None else Path(run_dir)
     console.print(f"audit written to: {written}", markup=False)
-    if not report.passed:
+    if report.status == "FAILED":
         raise typer.Exit(code=USAGE_ERROR)
 
 

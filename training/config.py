@@ -109,6 +109,7 @@ class FederationConfig:
     max_grad_norm: float = DEFAULT_MAX_GRAD_NORM
     dp_unit: str = "record"
     min_honest: int | None = None
+    colluders: int | None = None  # client-level DP: declared colluding clients (default t − 1)
 
     def __post_init__(self) -> None:
         if self.scheme not in available_schemes():
@@ -154,6 +155,14 @@ class FederationConfig:
                 raise ParameterError(
                     f"min_honest must be ≤ clients ({self.clients}); got {self.min_honest}"
                 )
+        if self.colluders is not None and (
+            isinstance(self.colluders, bool)
+            or not isinstance(self.colluders, int)
+            or self.colluders < 0
+        ):
+            raise ParameterError(
+                f"colluders must be a non-negative integer; got {self.colluders!r}"
+            )
         if self.delta is not None and (
             isinstance(self.delta, bool)
             or not isinstance(self.delta, int | float)

@@ -46,7 +46,7 @@ from training.client import (
     run_client,
     train_local,
 )
-from training.client_dp import ClientLevelPlan
+from training.client_dp import ClientLevelPlan, honest_floor
 from training.config import FederationConfig
 from training.data import FederatedData, load_digits_data, partition
 from training.models import build_model
@@ -75,11 +75,24 @@ def privacy_plan_for(
     sizes: dict[PartyId, int],
     *,
     rng: Csprng,
+    nominal_records: int,
 ) -> PrivacyPlan | ClientLevelPlan | None:
-    """The run's DP plan (noise calibrated once, budgets in the ledger), or ``None`` without DP."""
+    """The run's DP plan (noise calibrated once, budgets in the ledger), or ``None`` without DP.
+
+    Only the client names of ``sizes`` are used; ``nominal_records`` is the declared public
+    records per client that fixes the record-level schedule (see training.privacy_plan).
+    """
     if not config.dp:
         return None
     if config.dp_unit == "client":
+        honest = honest_floor(
+            scheme=config.scheme,
+            cohort=config.clients_per_round or config.clients,
+            threshold=config.threshold,
+            committee=config.committee,
+            min_honest=config.min_honest,
+            colluders=config.colluders,
+        )
         return ClientLevelPlan(
             list(sizes),
             rounds=config.rounds,
@@ -88,11 +101,12 @@ def privacy_plan_for(
             delta=config.dp_delta,
             clip_norm=config.update_clip,
             noise_multiplier=config.noise_multiplier,
-            min_honest=config.min_honest,
+            honest=honest,
             rng=rng,
         )
     return PrivacyPlan(
-        sizes,
+        list(sizes),
+        nominal_records=nominal_records,
         rounds=config.rounds,
         batch_size=config.batch_size,
         local_epochs=config.local_epochs,
@@ -159,7 +173,7 @@ class RoundRecord:
     bytes_up_per_client: float | None
     bytes_down_per_client: float | None
     seconds: dict[str, float]
-    train_loss: float
+    train_loss: float | None  # None under DP: a noise-free statistic of private data
     aborted: bool = False
     error: str | None = None
     error_bound: float | None = None
@@ -232,7 +246,8 @@ class FederationResult:
             },
             "warnings": list(self.warnings),
             "dataset": self.dataset,
-            "client_sizes": self.client_sizes,
+            # under DP a client's record count is private: it is never released
+            "client_sizes": None if self.privacy.get("enabled") else self.client_sizes,
             "setup": self.setup.to_dict() if self.setup else None,
             "initial_accuracy": self.initial_accuracy,
             "initial_loss": self.initial_loss,
@@ -358,6 +373,8 @@ class Federation:
             config,
             {c: int(n) for c, n in zip(self.clients, self.sizes, strict=True)},
             rng=self.rng,
+            # public declaration: the even share of the (public) simulation split
+            nominal_records=max(1, len(self.data.y_train) // config.clients),
         )
         uniform = self.privacy is not None and self.privacy.uniform_weights
         self.weights = np.ones(len(self.sizes)) if uniform else sample_weights(self.sizes)
@@ -370,6 +387,10 @@ class Federation:
             committee=config.committee,
             threshold=config.threshold,
             graph=config.graph,
+            # client-level DP: whoever unmasks/decrypts refuses a sum below h + colluders
+            min_honest=self.privacy.honest.floor
+            if isinstance(self.privacy, ClientLevelPlan)
+            else None,
         )
         self.scheme: Scheme = create_scheme(config.scheme, self.aggregation)
         if self.privacy is not None:
@@ -556,7 +577,11 @@ class Federation:
                 f"round {round_number} must have a client within its budget; got none"
             )
         train_seconds = sum(u.metrics.seconds for u in updates.values())
-        train_loss = float(np.mean([u.metrics.loss for u in updates.values()]))
+        train_loss = (
+            None
+            if self.privacy is not None
+            else float(np.mean([u.metrics.loss for u in updates.values()]))
+        )
         session = self.scheme.open_round(
             round_number, cohort, self.dim + 1, rng=self.rng.fork(f"round/{round_number}")
         )
@@ -572,9 +597,12 @@ class Federation:
             # a peer's fault (too few survivors, a refused or malformed update, a lying
             # peer): this round releases nothing and the global model stays as it was
             error = str(exc)
-        if aggregate is not None and self.privacy is not None:
-            error = self.privacy.accept(aggregate, round_number)
-            aggregate = None if error else aggregate
+        finally:
+            if aggregate is not None and self.privacy is not None:
+                error = self.privacy.accept(aggregate, round_number)
+                aggregate = None if error else aggregate  # a sum below h is never used
+            if self.privacy is not None:
+                self.privacy.settle(round_number)
         if aggregate is not None:
             new = flatten(self.model) + fedavg_from_sum(aggregate.vector, self.dim)
             load_flat(self.model, new)
@@ -624,7 +652,7 @@ class Federation:
         report: TrafficReport,
         error: str | None,
         train_seconds: float,
-        train_loss: float,
+        train_loss: float | None,
     ) -> RoundRecord:
         participants = list(aggregate.contributors) if aggregate is not None else []
         by_kind = report.seconds_by_kind()

@@ -11,6 +11,7 @@ from typing import Any
 
 from matplotlib.figure import Figure  # the Agg canvas; no pyplot, no GUI backend
 
+from privacy.accounting import format_epsilon
 from secagg.errors import ParameterError
 from training.federation import FederationResult
 
@@ -143,14 +144,19 @@ def _render_client_level(p: dict) -> list[str]:
         f"S={p['clip_norm']:g} and adds a noise share of std {p['noise_share_std']:.4g}, so "
         f"the sum carries noise of multiplier z={p['noise_multiplier']:.4g} when at least "
         f"{p['min_honest']} honest clients reach it. Threat model: {p['threat_model']}. "
-        f"Accountant: {p['accountant']}. Largest ε: **{p['epsilon_max']:.3f}** at "
-        f"δ={p['delta']:g} (budget ε={p['budget']:g}).",
+        f"Accountant: {p['accountant']}. Largest ε: **{format_epsilon(p['epsilon_max'])}** at "
+        f"δ={p['delta']:g} (budget ε={p['budget']:g}). Guarantee: {p['guarantee']}; "
+        f"replace-one ε ≤ {format_epsilon(p['replace_one']['epsilon_max'])}. "
+        f"{p['min_honest_derivation']}.",
         "",
     ]
     if p.get("stopped"):
         lines += [f"**Stopped before round {p['stopped']['round']}:** {p['stopped']['reason']}", ""]
     lines += ["![epsilon](epsilon.png)", "", "| client | ε (PLD) | budget |", "|---|---|---|"]
-    lines += [f"| {c} | {e:.4f} | {p['budget']:g} |" for c, e in p["epsilon_per_client"].items()]
+    lines += [
+        f"| {c} | {format_epsilon(e, 4)} | {p['budget']:g} |"
+        for c, e in p["epsilon_per_client"].items()
+    ]
     return [*lines, ""]
 
 
@@ -168,7 +174,8 @@ def render_privacy(result: FederationResult) -> list[str]:
         f"{p['sampling']} sampling, expected batch size {p['expected_batch_size']}, "
         f"clip norm {p['max_grad_norm']:g}; σ calibrated {p['calibration']}. "
         f"Accountant of record: {p['accountant']}; RDP cross-check. "
-        f"Largest ε: **{p['epsilon_max']:.3f}** at δ={p['delta']:g} (budget ε={p['budget']:g}).",
+        f"Largest ε: **{format_epsilon(p['epsilon_max'])}** at δ={p['delta']:g} "
+        f"(budget ε={p['budget']:g}). Guarantee: {p['guarantee']}.",
         "",
     ]
     if p.get("stopped"):
@@ -186,7 +193,8 @@ def render_privacy(result: FederationResult) -> list[str]:
     for client, eps in p["epsilon_per_client"].items():
         lines.append(
             f"| {client} | {p['sample_rate'][client]:.4f} | {p['noise_multiplier'][client]:.4f} "
-            f"| {p['steps']['run'][client]} | {eps:.4f} | {rdp[client]:.4f} | {p['budget']:g} |"
+            f"| {p['steps']['run'][client]} | {format_epsilon(eps, 4)} "
+            f"| {format_epsilon(rdp[client], 4)} | {p['budget']:g} |"
         )
     lines += ["", "Audit it with `secagg audit RUN_DIR`.", ""]
     return lines
