@@ -100,7 +100,7 @@ def test_every_client_stays_within_the_target_in_result_and_ledger(dp_run):
 
 def _nominal():
     """N: the declared public records per client (even share of the public digits split)."""
-    data = Federation(FederationConfig(**{**TINY, "dp": False})).data
+    data = Federation(FederationConfig(**_without_dp(TINY))).data
     return len(data.y_train) // TINY["clients"]
 
 
