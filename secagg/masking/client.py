@@ -16,6 +16,7 @@ import enum
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from secagg import channels
 from secagg.errors import (
     InconsistentViewError,
     InsufficientParticipantsError,
@@ -24,7 +25,6 @@ from secagg.errors import (
     ShareReuseError,
     UnexpectedPhaseError,
 )
-from secagg.masking import crypto
 from secagg.masking.messages import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -36,16 +36,22 @@ from secagg.masking.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from secagg.masking.params import Header, RoundParams
+from secagg.masking.params import (
+    ADVERT_PURPOSE,
+    SURVIVORS_PURPOSE,
+    VIEW_PURPOSE,
+    Header,
+    RoundParams,
+)
 from secagg.masking.prg import apply_masks
 from secagg.masking.sharing import ELEMENTS, PRIME, SHARE_WORDS, secrets_to_field, share_secrets
 from secagg.protocol import SERVER, ClientRole, PartyId, check_vector
 from secagg.rand import Csprng
 from secagg.wire import Message
 
-PAIR_MASK = b"pair-mask"
-SELF_MASK = b"self-mask"
-SHARE_KEY = b"share-encryption"
+PAIR_MASK = b"masking/pair-mask"
+SELF_MASK = b"masking/self-mask"
+SHARE_KEY = b"masking/share-encryption"
 
 
 class ClientPhase(enum.Enum):
@@ -60,7 +66,7 @@ class ClientPhase(enum.Enum):
 
 def share_header(params: RoundParams, sender: PartyId, recipient: PartyId) -> bytes:
     """AEAD associated data of one share ciphertext: session, round, direction."""
-    return crypto.frame(b"share", params.session, params.context(sender, recipient))
+    return channels.frame(b"share", params.session, params.context(sender, recipient))
 
 
 def self_mask_key(params: RoundParams, owner: PartyId, seed: bytes) -> bytes:
@@ -68,7 +74,7 @@ def self_mask_key(params: RoundParams, owner: PartyId, seed: bytes) -> bytes:
 
     Security: derived from the secret seed; a secret.
     """
-    return crypto.derive_key(
+    return channels.derive_key(
         seed, purpose=SELF_MASK, salt=params.session, context=params.context(owner)
     )
 
@@ -78,7 +84,7 @@ def pair_mask_key(params: RoundParams, a: PartyId, b: PartyId, shared: bytes) ->
 
     Security: derived from an X25519 shared secret; a secret.
     """
-    return crypto.derive_key(
+    return channels.derive_key(
         shared, purpose=PAIR_MASK, salt=params.session, context=params.pair_context(a, b)
     )
 
@@ -109,9 +115,9 @@ class MaskingClient(ClientRole):
         self._identity = identity
         self._rng = rng
         self._encoded: np.ndarray | None = None
-        self._encryption_key = crypto.new_agreement_key(rng=rng)
-        self._mask_key = crypto.new_agreement_key(rng=rng)
-        self._seed = rng.random_bytes(crypto.KEY_BYTES)
+        self._encryption_key = channels.new_agreement_key(rng=rng)
+        self._mask_key = channels.new_agreement_key(rng=rng)
+        self._seed = rng.random_bytes(channels.KEY_BYTES)
         self._peers: tuple[PartyId, ...] = ()
         self._pair_keys: dict[PartyId, bytes] = {}
         self._receive_keys: dict[PartyId, bytes] = {}
@@ -134,11 +140,11 @@ class MaskingClient(ClientRole):
             raise UnexpectedPhaseError(f"{self.party} must protect once per round")
         values = check_vector(vector, self.params.dim)
         self._encoded = self.params.encoding.encode(values, rng=self._rng)
-        enc_pub = crypto.public_bytes(self._encryption_key)
-        mask_pub = crypto.public_bytes(self._mask_key)
+        enc_pub = channels.public_bytes(self._encryption_key)
+        mask_pub = channels.public_bytes(self._mask_key)
         commitment = self.params.seed_commitment(self.party, self._seed)
         payload = self.params.advert_payload(self.party, enc_pub, mask_pub, commitment)
-        signature = crypto.sign(self._identity, b"advert", payload)
+        signature = channels.sign(self._identity, ADVERT_PURPOSE, payload)
         self._own_digest = self.params.advert_digest(payload, signature)
         self.phase = ClientPhase.ADVERTISED
         return [
@@ -223,7 +229,7 @@ class MaskingClient(ClientRole):
                 f"live holders must be at least {p.local_threshold}; got {len(roster.parties) + 1}"
             )
         keys = [*roster.encryption_keys, *roster.mask_keys]
-        own = {crypto.public_bytes(self._encryption_key), crypto.public_bytes(self._mask_key)}
+        own = {channels.public_bytes(self._encryption_key), channels.public_bytes(self._mask_key)}
         if len(set(keys) | own) != len(keys) + 2:
             raise InconsistentViewError("advertised keys must all be distinct")
         pair_keys, send_keys, receive_keys = {}, {}, {}
@@ -231,18 +237,18 @@ class MaskingClient(ClientRole):
             payload = p.advert_payload(
                 peer, roster.encryption_keys[i], roster.mask_keys[i], roster.seed_commitments[i]
             )
-            crypto.verify(p.identities[peer], roster.signatures[i], b"advert", payload)
+            channels.verify(p.identities[peer], roster.signatures[i], ADVERT_PURPOSE, payload)
             digest = self._advert_digests.get(peer)
             if digest is not None and p.advert_digest(payload, roster.signatures[i]) != digest:
                 raise InconsistentViewError(f"advert digest of {peer} must match its advert")
-            channel = crypto.agree(self._encryption_key, roster.encryption_keys[i])
+            channel = channels.agree(self._encryption_key, roster.encryption_keys[i])
             send_keys[peer] = self._share_key(channel, self.party, peer)
             receive_keys[peer] = self._share_key(channel, peer, self.party)
-            shared = crypto.agree(self._mask_key, roster.mask_keys[i])
+            shared = channels.agree(self._mask_key, roster.mask_keys[i])
             pair_keys[peer] = pair_mask_key(p, self.party, peer, shared)
         peers = p.ordered(roster.parties)
         holders = p.ordered((self.party, *peers))  # Shamir points in order
-        secrets = secrets_to_field(self._seed, crypto.private_bytes(self._mask_key))
+        secrets = secrets_to_field(self._seed, channels.private_bytes(self._mask_key))
         rows = share_secrets(
             secrets,
             threshold=p.local_threshold,
@@ -255,14 +261,16 @@ class MaskingClient(ClientRole):
                 self._held[self.party] = row
                 continue
             header = share_header(p, self.party, holder)
-            ciphertexts.append(crypto.seal(send_keys[holder], row.astype("<u4").tobytes(), header))
+            ciphertexts.append(
+                channels.seal(send_keys[holder], row.astype("<u4").tobytes(), header)
+            )
         self.params = p
         self._peers, self._pair_keys, self._receive_keys = peers, pair_keys, receive_keys
         self.phase = ClientPhase.SHARED
         return [EncryptedShares(**self._header(), recipients=peers, ciphertexts=tuple(ciphertexts))]
 
     def _share_key(self, channel: bytes, sender: PartyId, recipient: PartyId) -> bytes:
-        return crypto.derive_key(
+        return channels.derive_key(
             channel,
             purpose=SHARE_KEY,
             salt=self.params.session,
@@ -305,7 +313,7 @@ class MaskingClient(ClientRole):
         masking_set = self._check_masking_set(bundle)
         received = {}
         for sender, ciphertext in zip(bundle.senders, bundle.ciphertexts, strict=True):
-            plain = crypto.unseal(
+            plain = channels.unseal(
                 self._receive_keys[sender], ciphertext, share_header(p, sender, self.party)
             )
             row = np.frombuffer(plain, dtype="<u4").astype(np.uint32)
@@ -328,7 +336,7 @@ class MaskingClient(ClientRole):
         self._pair_keys.clear()
         self._receive_keys.clear()
         self.phase = ClientPhase.MASKED
-        view = crypto.sign(self._identity, b"view", p.view_payload(self.party, masking_set))
+        view = channels.sign(self._identity, VIEW_PURPOSE, p.view_payload(self.party, masking_set))
         return [MaskedInput(**self._header(), vector=masked, view_signature=view)]
 
     # -- window 3: consistency check ----------------------------------------------------
@@ -361,15 +369,19 @@ class MaskingClient(ClientRole):
                 f"got {len(request.view_signers)} of {len(owners)}"
             )
         for owner, signature in zip(request.view_signers, request.view_signatures, strict=True):
-            crypto.verify(
-                p.identities[owner], signature, b"view", p.view_payload(owner, self._masking_set)
+            channels.verify(
+                p.identities[owner],
+                signature,
+                VIEW_PURPOSE,
+                p.view_payload(owner, self._masking_set),
             )
         payload = p.survivor_payload(self.party, self._masking_set, survivors)
         self._signed = survivors
         self.phase = ClientPhase.SIGNED
         return [
             ConsistencySignature(
-                **self._header(), signature=crypto.sign(self._identity, b"survivors", payload)
+                **self._header(),
+                signature=channels.sign(self._identity, SURVIVORS_PURPOSE, payload),
             )
         ]
 
@@ -434,7 +446,7 @@ class MaskingClient(ClientRole):
             )
         for signer, signature in zip(request.signers, request.signatures, strict=True):
             payload = p.survivor_payload(signer, self._masking_set, self._signed)
-            crypto.verify(p.identities[signer], signature, b"survivors", payload)
+            channels.verify(p.identities[signer], signature, SURVIVORS_PURPOSE, payload)
         owners = (self.party, *self._live)
         seed_owners = tuple(o for o in owners if o in survivors)
         key_owners = tuple(o for o in owners if o in dropped)

@@ -11,8 +11,8 @@ import dataclasses
 
 import numpy as np
 
+from secagg.channels import KEY_BYTES, SIGNATURE_BYTES
 from secagg.errors import DecodeError
-from secagg.masking.crypto import KEY_BYTES, SIGNATURE_BYTES
 from secagg.masking.sharing import ELEMENTS, SHARE_BYTES
 from secagg.wire import Message, register
 

@@ -8,12 +8,18 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TypedDict
 
+from secagg.channels import KEY_BYTES, frame
 from secagg.errors import DecodeError, InconsistentViewError, ParameterError
-from secagg.masking.crypto import KEY_BYTES, frame
 from secagg.masking.encoding import FixedPointEncoding
 from secagg.masking.graph import MaskingGraph
 from secagg.protocol import SERVER, PartyId
 from secagg.wire import Message, decode, encode, register
+
+# Signature purposes (secagg.channels prefixes its domain; the masking/ prefix keeps them
+# apart from the CKKS purposes signed under the same identity keys).
+ADVERT_PURPOSE = b"masking/advert"
+VIEW_PURPOSE = b"masking/view"
+SURVIVORS_PURPOSE = b"masking/survivors"
 
 
 def default_threshold(n: int) -> int:

@@ -24,6 +24,7 @@ from collections import defaultdict
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from secagg import channels
 from secagg.errors import (
     DecodeError,
     InconsistentViewError,
@@ -31,7 +32,6 @@ from secagg.errors import (
     IntegrityError,
     UnexpectedPhaseError,
 )
-from secagg.masking import crypto
 from secagg.masking.client import pair_mask_key, self_mask_key
 from secagg.masking.messages import (
     AdvertiseKeys,
@@ -44,7 +44,7 @@ from secagg.masking.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from secagg.masking.params import Header, RoundParams
+from secagg.masking.params import ADVERT_PURPOSE, SURVIVORS_PURPOSE, Header, RoundParams
 from secagg.masking.prg import apply_masks
 from secagg.masking.sharing import PRIME, field_to_secret, reconstruct_batch
 from secagg.protocol import SERVER, Aggregate, AggregationServer, PartyId
@@ -154,7 +154,7 @@ class MaskingServer(AggregationServer):
         payload = self.params.advert_payload(
             msg.sender, msg.encryption_key, msg.mask_key, msg.seed_commitment
         )
-        crypto.verify(self.params.identities[msg.sender], msg.signature, b"advert", payload)
+        channels.verify(self.params.identities[msg.sender], msg.signature, ADVERT_PURPOSE, payload)
         self._adverts[msg.sender] = msg
 
     def _on_shares(self, msg: EncryptedShares) -> None:
@@ -185,7 +185,9 @@ class MaskingServer(AggregationServer):
         self._member(self._survivors, msg.sender, "consistency signature")
         self._once(self._signatures, msg.sender, "consistency signature")
         payload = self.params.survivor_payload(msg.sender, self._shared, self._survivors)
-        crypto.verify(self.params.identities[msg.sender], msg.signature, b"survivors", payload)
+        channels.verify(
+            self.params.identities[msg.sender], msg.signature, SURVIVORS_PURPOSE, payload
+        )
         self._signatures[msg.sender] = msg.signature
 
     def _on_unmask_response(self, msg: UnmaskResponse) -> None:
@@ -392,11 +394,11 @@ class MaskingServer(AggregationServer):
         alive = set(survivors)
         for owner, secret in self._reconstruct(self._key_shares, dropped, "mask key").items():
             key = X25519PrivateKey.from_private_bytes(secret)
-            if crypto.public_bytes(key) != self._adverts[owner].mask_key:
+            if channels.public_bytes(key) != self._adverts[owner].mask_key:
                 raise IntegrityError("reconstructed mask key")
             for peer in p.neighbours(owner):
                 if peer in alive:
-                    shared = crypto.agree(key, self._adverts[peer].mask_key)
+                    shared = channels.agree(key, self._adverts[peer].mask_key)
                     mask = pair_mask_key(p, peer, owner, shared)
                     # the survivor added (+) or subtracted (−) this mask; undo it
                     (subtract if p.adds_pair_mask(peer, owner) else add).append(mask)

@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from secagg import channels
 from secagg.errors import IntegrityError, ProtocolAbort
 from secagg.identity import PartyKeys, simulated_identities
 from secagg.masking import (
@@ -24,7 +25,6 @@ from secagg.masking import (
     PairwiseMasking,
     RoundParams,
     ServerPhase,
-    crypto,
 )
 from secagg.masking.client import pair_mask_key, self_mask_key
 from secagg.masking.messages import (
@@ -32,6 +32,7 @@ from secagg.masking.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from secagg.masking.params import SURVIVORS_PURPOSE, VIEW_PURPOSE
 from secagg.masking.prg import apply_masks
 from secagg.masking.sharing import ELEMENTS, field_to_secret, reconstruct_batch
 from secagg.protocol import SERVER, client_id
@@ -90,7 +91,7 @@ class IsolatingServer(MaskingServer):
         super()._on_masked_input(msg)
 
     def _forge(self, party, purpose, payload):
-        return crypto.sign(self.corrupt[party].signing, purpose, payload)
+        return channels.sign(self.corrupt[party].signing, purpose, payload)
 
     def _close_masked_input(self):
         p = self.params
@@ -102,7 +103,7 @@ class IsolatingServer(MaskingServer):
             view = self.view_of(u)
             owners = tuple(v for v in p.neighbours(u) if v in set(u3) and v != u)
             sigs = tuple(
-                self._forge(o, b"view", p.view_payload(o, view))
+                self._forge(o, VIEW_PURPOSE, p.view_payload(o, view))
                 if o in self.corrupt
                 else self._views[o]
                 for o in owners
@@ -129,10 +130,12 @@ class IsolatingServer(MaskingServer):
                 payload = p.survivor_payload(s, view, u3)
                 if s in self.corrupt:
                     signers.append(s)
-                    sigs.append(self._forge(s, b"survivors", payload))
+                    sigs.append(self._forge(s, SURVIVORS_PURPOSE, payload))
                 elif s in self._signatures:
                     try:
-                        crypto.verify(p.identities[s], self._signatures[s], b"survivors", payload)
+                        channels.verify(
+                            p.identities[s], self._signatures[s], SURVIVORS_PURPOSE, payload
+                        )
                     except IntegrityError:
                         continue
                     signers.append(s)
@@ -284,7 +287,7 @@ def exposure(attack, group):
                 public = server._adverts[q].mask_key
             else:
                 return None
-            mask = pair_mask_key(p, v, q, crypto.agree(private, public))
+            mask = pair_mask_key(p, v, q, channels.agree(private, public))
             (subtract if p.adds_pair_mask(v, q) else add).append(mask)
     apply_masks(total, add=add, subtract=subtract)
     return p.encoding.decode(total)

@@ -28,6 +28,7 @@ from secagg.errors import (
 )
 from secagg.identity import simulated_identities
 from secagg.masking import ClientPhase, PairwiseMasking, RoundParams
+from secagg.masking.params import VIEW_PURPOSE
 from secagg.protocol import client_id
 from secagg.rand import DeterministicRng
 
@@ -134,7 +135,7 @@ def test_two_thirds_threshold_conflicting_pairs_need_more_corrupt_clients():
                         survivors=u3_b,
                         view_signers=owners,
                         view_signatures=tuple(
-                            self._forge(o, b"view", self.params.view_payload(o, self._shared))
+                            self._forge(o, VIEW_PURPOSE, self.params.view_payload(o, self._shared))
                             if o in self.corrupt
                             else self._views[o]
                             for o in owners
