@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/secagg run
+	@echo "To call secagg yourself: source $(VENV)/bin/activate"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from benchmarks.grid import PRESETS
-from benchmarks.harness import estimate_plan, run_benchmark
+from benchmarks.harness import estimate_plan, plan_lines, run_benchmark
+from benchmarks.report import goal_status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--grid",
         default=None,
-        help=f"preset ({', '.join(PRESETS)}) or 'preset;key=v1,v2;...' "
+        help=f"default: standard (--quick: quick); preset ({', '.join(PRESETS)}) "
+        "or 'preset;key=v1,v2;...' "
         "(keys: schemes, dims, clients, dropouts, cell_seconds, e2e, e2e_rounds, "
         "e2e_clients, seed)",
     )
@@ -30,16 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.plan:
-        plan = estimate_plan(args.grid, quick=args.quick)
-        print(
-            f"grid {plan['grid']}: {plan['cells_run']} cells to run, "
-            f"~{plan['estimated_seconds'] / 60:.0f} min estimated"
-        )
-        for skip in plan["cells_skipped"]:
-            print(
-                f"  skip {skip['scheme']} {skip['dim']:,}×{skip['clients']} "
-                f"{skip['dropout']:.0%}: {skip['reason']}"
-            )
+        print("\n".join(plan_lines(estimate_plan(args.grid, quick=args.quick))))
         return 0
     results = run_benchmark(
         quick=args.quick, out_dir=args.out, progress=not args.no_progress, grid=args.grid
@@ -49,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({results['duration_seconds']:.0f} s)"
     )
     for goal in results["goals"]:
-        met = {True: "met", False: "NOT MET", None: "not measured"}[goal["met"]]
-        print(f"  {met:>12}  {goal['goal']}  {goal['target']}")
+        print(f"  {goal_status(goal):>12}  {goal['goal']}  {goal['target']}")
     return 0
 
 

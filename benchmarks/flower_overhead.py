@@ -29,7 +29,7 @@ def flower_overhead(
     from training.flower.local import run_flower_local
 
     config = FederationConfig(
-        scheme=scheme, clients=clients, rounds=rounds, seed=seed, model="mlp-small"
+        scheme=scheme, clients=clients, rounds=rounds, seed=seed, model="mlp-small", dp=False
     )
     start = time.perf_counter()
     local = Federation(config).run()

@@ -233,6 +233,7 @@ def estimate_plan(grid: str | None = None, *, quick: bool = False) -> dict[str, 
     memory_limit = available_memory_bytes() * plan.memory_fraction
     keys = tuple(dict.fromkeys(["plain", *plan.schemes]))
     total, runs, skips = 0.0, 0, []
+    planned: list[dict[str, Any]] = []
     for dim, clients, dropout in plan.cells():
         total += clients * dim * 40e-9  # inputs (ChaCha20 keystream → floats) and floors
         for key in keys:
@@ -240,9 +241,19 @@ def estimate_plan(grid: str | None = None, *, quick: bool = False) -> dict[str, 
             why = _refusal(var, dim, clients, dropout, plan, estimator, memory_limit)
             if why is None:
                 runs += 1
-                total += estimator.estimate(
+                seconds = estimator.estimate(
                     var, dim, clients, dropped_count(clients, dropout)
                 ).seconds
+                total += seconds
+                planned.append(
+                    {
+                        "scheme": key,
+                        "dim": dim,
+                        "clients": clients,
+                        "dropout": dropout,
+                        "estimated_seconds": seconds,
+                    }
+                )
             else:
                 skips.append(
                     {
@@ -258,9 +269,29 @@ def estimate_plan(grid: str | None = None, *, quick: bool = False) -> dict[str, 
     return {
         "grid": plan.name,
         "cells_run": runs,
+        "cells_planned": planned,
         "cells_skipped": skips,
         "estimated_seconds": total,
     }
+
+
+def plan_lines(estimate: dict[str, Any]) -> list[str]:
+    """:func:`estimate_plan` as text: a summary, then every cell to run and every skip."""
+    lines = [
+        f"grid {estimate['grid']}: {estimate['cells_run']} cells to run, "
+        f"~{estimate['estimated_seconds'] / 60:.0f} min estimated"
+    ]
+    for cell in estimate["cells_planned"]:
+        lines.append(
+            f"  run  {cell['scheme']} {cell['dim']:,}×{cell['clients']} {cell['dropout']:.0%}: "
+            f"~{cell['estimated_seconds']:.1f} s"
+        )
+    for skip in estimate["cells_skipped"]:
+        lines.append(
+            f"  skip {skip['scheme']} {skip['dim']:,}×{skip['clients']} "
+            f"{skip['dropout']:.0%}: {skip['reason']}"
+        )
+    return lines
 
 
 def _one_cell(

@@ -26,12 +26,19 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def goal_status(goal: dict[str, Any], *, not_met: str = "NOT MET") -> str:
+    """The words "met" / "NOT MET" / "not measured", marked "(below goal size)" when measured on a
+    smaller cell than the goal names — the same words in results.md and on the console."""
+    met = {True: "met", False: not_met, None: "not measured"}[goal["met"]]
+    if goal["met"] is not None and not goal["at_goal_size"]:
+        met += " (below goal size)"
+    return met
+
+
 def _goal_rows(goals: list[dict[str, Any]]) -> list[str]:
     rows = ["| goal | target | measured | met | where | note |", "|---|---|---|---|---|---|"]
     for g in goals:
-        met = {True: "met", False: "**not met**", None: "not measured"}[g["met"]]
-        if g["met"] is not None and not g["at_goal_size"]:
-            met += " (below goal size)"
+        met = goal_status(g, not_met="**not met**")
         rows.append(
             f"| {g['goal']} | {g['target']} | {_num(g['measured'], '{:.4g}')} | {met} | "
             f"{g['where'] or '–'} | {g['note'] or ''} |"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ __all__ = [
     "epsilon_of_event",
     "epsilon_rdp",
     "epsilon_rdp_of_event",
+    "format_epsilon",
+    "guarantee_label",
     "event_from_json",
     "event_to_history",
     "event_to_json",
@@ -56,6 +59,7 @@ __all__ = [
 PLD_DISCRETIZATION = 3e-3
 ACCOUNTANT = f"dp_accounting.pld (pessimistic, discretization {PLD_DISCRETIZATION:g})"
 ADJACENCY = "add-or-remove-one"
+_EPSILON_DECIMALS = 3
 _CALIBRATION_RELATIVE_TOLERANCE = 1e-3
 _SIGMA_CEILING = 1e4
 _CACHE_SIZE = 4096
@@ -366,3 +370,17 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "absent"
     return out
+
+
+def format_epsilon(value: float, decimals: int = _EPSILON_DECIMALS) -> str:
+    """ε rounded *up* to ``decimals`` places: a printed bound must never be below the true one."""
+    if not math.isfinite(value):
+        return str(value)
+    scale = 10**decimals
+    return f"{math.ceil(value * scale) / scale:.{decimals}f}"
+
+
+def guarantee_label(*, unit: str, adjacency: str, epsilon: float, delta: float) -> str:
+    """The one-line guarantee a reader needs: unit, adjacency, ε (rounded up) and δ."""
+    eps = format_epsilon(epsilon)
+    return f"(ε ≤ {eps}, δ = {delta:g})-DP for {unit} under {adjacency} adjacency"

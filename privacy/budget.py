@@ -20,12 +20,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from privacy.accounting import AccountantState, DpEvent
+from privacy.accounting import AccountantState, DpEvent, event_to_history
 from privacy.checks import positive
-from privacy.errors import BudgetExceededError, PrivacyParameterError
+from privacy.errors import AccountingMismatchError, BudgetExceededError, PrivacyParameterError
 from privacy.ledger import KIND_DPSGD, PrivacyLedger
 
-__all__ = ["ClientBudgetGuard", "Selection", "dry_run", "select_within_budget"]
+__all__ = [
+    "ClientBudgetGuard",
+    "Selection",
+    "dry_run",
+    "reconcile_guard",
+    "select_within_budget",
+]
 
 
 @dataclass(frozen=True)
@@ -188,3 +194,28 @@ class ClientBudgetGuard:
 
     def __repr__(self) -> str:
         return f"ClientBudgetGuard(client={self.client!r}, budget_epsilon={self.budget_epsilon})"
+
+
+def reconcile_guard(
+    guard: ClientBudgetGuard, ledger: PrivacyLedger, *, kind: str = KIND_DPSGD
+) -> None:
+    """Fail closed unless the mechanisms the client's guard saw run are exactly those charged.
+
+    An accounting bug outside DP-SGD (e.g. local training run twice in a round,
+    or a round charged that never ran) shows up here as a difference between the
+    client's own accountant state and the ledger's, whichever side is larger.
+
+    Raises:
+        AccountingMismatchError: the two compositions differ.
+    """
+    ran = event_to_history(guard.state.composed)
+    charged = event_to_history(ledger.accountant_state(guard.client, kind=kind).composed)
+    if ran != charged:
+        raise AccountingMismatchError(
+            f"ledger charges for client {guard.client!r} must equal the DP mechanisms it ran; "
+            f"got {_steps(charged)} steps charged and {_steps(ran)} run"
+        )
+
+
+def _steps(history: list[tuple[float, float, int]]) -> int:
+    return sum(n for _, _, n in history)

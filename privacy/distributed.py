@@ -43,6 +43,8 @@ from privacy.ledger import KIND_CLIENT_LEVEL, LedgerEntry, PrivacyLedger
 from privacy.noise import SecureGaussian
 
 __all__ = [
+    "ADJACENCY_CLIENT",
+    "UNIT_CLIENT",
     "COHORT_HIDDEN",
     "COHORT_KNOWN",
     "POPULATION",
@@ -59,7 +61,13 @@ COHORT_KNOWN = "cohort-known"
 COHORT_HIDDEN = "cohort-hidden"
 _THREAT_MODELS = (COHORT_KNOWN, COHORT_HIDDEN)
 POPULATION = "*population*"
-UNIT_CLIENT = "all data of one client (add/remove one client's update)"
+UNIT_CLIENT = (
+    "one participating client's whole clipped model update per round (all its records; "
+    "not whether it took part)"
+)
+# The accounted sensitivity is S: one update replaced by zeros. Participation is public
+# (the server picks the cohort; the weight coordinate is the contributor count).
+ADJACENCY_CLIENT = "zero-out (the update replaced by zeros)"
 _CALIBRATION_RELATIVE_TOLERANCE = 1e-3
 
 
@@ -245,6 +253,7 @@ def record_client_level_round(
     participants: Sequence[str],
     params: ClientLevelParams,
     delta: float,
+    extra: dict[str, object] | None = None,
 ) -> list[LedgerEntry]:
     """Commit one round's client-level spend to the (second) ledger.
 
@@ -256,7 +265,11 @@ def record_client_level_round(
     subjects = [POPULATION] if hidden else list(participants)
     if not subjects:
         raise PrivacyParameterError("participants must name at least one client; got none")
-    extra = {"min_honest": params.min_honest, "cohort_size": params.cohort_size}
+    extra = {
+        "min_honest": params.min_honest,
+        "cohort_size": params.cohort_size,
+        **(extra or {}),
+    }
     return [
         ledger.record_round(
             subject,
@@ -269,6 +282,7 @@ def record_client_level_round(
             steps=1,
             clip_norm=params.clip_norm,
             unit=UNIT_CLIENT,
+            adjacency=ADJACENCY_CLIENT,
             sampling="poisson (hidden cohort)" if hidden else "none (cohort known)",
             threat_model=params.describe_threat_model(),
             extra=extra,

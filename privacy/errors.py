@@ -29,3 +29,7 @@ class LedgerDuplicateError(PrivacyError):
 
 class PrivacyParameterError(PrivacyError, ValueError):
     """A parameter is out of range or inconsistent (bad σ, q, δ, budget, ...)."""
+
+
+class AccountingMismatchError(LedgerIntegrityError):
+    """A client's own record of the DP mechanisms it ran differs from what the ledger charged."""

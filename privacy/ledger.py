@@ -55,6 +55,7 @@ __all__ = [
     "LedgerEntry",
     "PrivacyLedger",
     "THREAT_MODEL_RECORD_LEVEL",
+    "pin_digest",
 ]
 
 KIND_DPSGD = "dp-sgd"
@@ -73,6 +74,8 @@ SAMPLING_POISSON = "poisson"
 
 _SCHEMA_VERSION = "1"
 _HASH_DOMAIN = b"secagg/privacy-ledger/v1\x00"
+_PIN_DOMAIN = b"secagg/privacy-pin/v1\x00"
+_TRIGGERS = ("entries_no_update", "entries_no_delete")
 _GENESIS = "0" * 64
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -200,29 +203,86 @@ class PrivacyLedger:
     def open(cls, path: Path, *, expected_head: tuple[int, str] | None = None) -> PrivacyLedger:
         """Open or create the ledger at ``path`` and verify it.
 
+        An existing ledger is never repaired: a missing meta row, table or trigger is
+        reported as tampering, not silently re-created.
+
         Raises:
-            LedgerIntegrityError: the chain does not verify or ``expected_head``
-                (count, hash) is not a prefix-consistent head of this ledger.
+            LedgerIntegrityError: the structure or chain does not verify, or
+                ``expected_head`` (count, hash) is not a prefix-consistent head.
         """
         path = Path(path)
+        fresh = not path.exists() or path.stat().st_size == 0
         try:
             conn = sqlite3.connect(str(path), isolation_level=None)
             conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,)
-            )
+            if fresh:
+                conn.executescript(_SCHEMA)
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,)
+                )
         except sqlite3.DatabaseError as exc:
             raise LedgerIntegrityError(
                 f"ledger must be a readable SQLite file; got {path.name}"
             ) from exc
+        return cls._verified(conn, path, expected_head, exact=False)
+
+    @classmethod
+    def open_readonly(cls, path: Path, *, expected_head: tuple[int, str]) -> PrivacyLedger:
+        """Open an existing ledger read-only (SQLite ``mode=ro``) for an audit.
+
+        The ledger must hold *exactly* the pinned ``expected_head`` (count, hash):
+        an appended entry is as much a finding as a truncated one.
+
+        Raises:
+            LedgerIntegrityError: unreadable, structurally tampered, chain broken,
+                or not exactly the pinned head.
+        """
+        path = Path(path)
+        try:
+            uri = path.resolve().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            raise LedgerIntegrityError(
+                f"ledger must be a readable SQLite file; got {path.name}"
+            ) from exc
+        return cls._verified(conn, path, expected_head, exact=True)
+
+    @classmethod
+    def _verified(
+        cls,
+        conn: sqlite3.Connection,
+        path: Path,
+        expected_head: tuple[int, str] | None,
+        *,
+        exact: bool,
+    ) -> PrivacyLedger:
         ledger = cls(conn, path)
         try:
-            ledger.verify(expected_head=expected_head)
+            ledger._check_structure()
+            ledger.verify(expected_head=expected_head, exact=exact)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LedgerIntegrityError(
+                f"ledger must be a readable SQLite file; got {path.name}"
+            ) from exc
         except BaseException:
             conn.close()
             raise
         return ledger
+
+    def _check_structure(self) -> None:
+        """The schema row and both append-only triggers must exist (never re-created)."""
+        names = {
+            row[0]
+            for row in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')"
+            )
+        }
+        missing = [n for n in ("meta", "entries", *_TRIGGERS) if n not in names]
+        if missing:
+            raise LedgerIntegrityError(
+                f"ledger must have its tables and append-only triggers; got {missing} missing"
+            )
 
     def close(self) -> None:
         self._conn.close()
@@ -239,12 +299,17 @@ class PrivacyLedger:
     # ---------------------------------------------------------------- integrity
 
     def verify(
-        self, *, recompute_epsilon: bool = False, expected_head: tuple[int, str] | None = None
+        self,
+        *,
+        recompute_epsilon: bool = False,
+        expected_head: tuple[int, str] | None = None,
+        exact: bool = False,
     ) -> int:
         """Re-read every row and check the hash chain; returns the number of entries.
 
         With ``recompute_epsilon`` each spend entry's ε is recomputed from the
-        stored events of that client (and kind) up to it, and must match.
+        stored events of that client (and kind) up to it, and must match. With
+        ``exact`` the ledger must end at ``expected_head`` (no appended entries).
         """
         try:
             schema = self._conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
@@ -260,7 +325,16 @@ class PrivacyLedger:
         entries = [self._verify_row(i, row, prev) for i, row, prev in _with_prev(rows)]
         if expected_head is not None:
             count, digest = expected_head
-            if count > len(entries) or (count > 0 and entries[count - 1].hash != digest):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise LedgerIntegrityError(
+                    f"pinned entry count must be a non-negative integer; got {count!r}"
+                )
+            if exact and count != len(entries):
+                raise LedgerIntegrityError(
+                    f"ledger must hold exactly the pinned {count} entries; got {len(entries)}"
+                )
+            pinned = entries[count - 1].hash if 0 < count <= len(entries) else _GENESIS
+            if count > len(entries) or pinned != digest:
                 raise LedgerIntegrityError(
                     f"ledger must extend the pinned head at entry {count}; "
                     f"got {len(entries)} entries with a different chain"
@@ -470,6 +544,19 @@ class PrivacyLedger:
             client, float(b["budget_epsilon"]), float(b["delta"]), found[-1].round, b["reason"]
         )
 
+    def budget_history(self, client: str, *, scope: str = KIND_DPSGD) -> list[Budget]:
+        """Every budget entry of ``client`` for ``scope``, oldest first."""
+        return [
+            Budget(
+                client,
+                float(e.body["budget_epsilon"]),
+                float(e.body["delta"]),
+                e.round,
+                e.body["reason"],
+            )
+            for e in self.entries(client=client, kind=_BUDGET_PREFIX + scope)
+        ]
+
     def accountant_state(self, client: str, *, kind: str = KIND_DPSGD) -> AccountantState:
         """The client's carried accountant state: every stored event of ``kind``."""
         events = [e.event for e in self.entries(client=client, kind=kind)]
@@ -538,3 +625,18 @@ def _check_event_matches(event: DpEvent, sigma: float, q: float, steps: int) -> 
             f"event must match noise_multiplier={sigma}, sample_rate={q}, steps={steps}; "
             f"got {history}"
         )
+
+
+def pin_digest(privacy_block: dict[str, Any]) -> str:
+    """SHA-256 binding result.json's privacy block (which holds the ledger head) into one
+    value to publish: editing any reported number, or the ledger, changes it.
+
+    The block's own ``"pin"`` key is left out; the block is normalised through JSON so the
+    digest of the written file and of the in-memory dict agree.
+    """
+    body = {k: v for k, v in privacy_block.items() if k != "pin"}
+    try:
+        text = _canonical_json(json.loads(json.dumps(body, allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise PrivacyParameterError("privacy block must be finite JSON to be pinned") from exc
+    return hashlib.sha256(_PIN_DOMAIN + text.encode("utf-8")).hexdigest()

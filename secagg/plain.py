@@ -148,8 +148,20 @@ class PlainServer(AggregationServer):
             raise InconsistentViewError(f"{msg.sender} must submit once; got a duplicate")
         if msg.vector.shape != (self._dim,):
             raise DecodeError(f"update length must be {self._dim}; got {msg.vector.shape[0]}")
+        self._check_values(msg.sender, msg.vector)
         self._received[msg.sender] = msg.vector
         return []
+
+    def _check_values(self, sender: PartyId, vector: np.ndarray) -> None:
+        """Refuse what the honest client refuses, and any entry whose sum could overflow:
+        one NaN/inf/1e308 entry would otherwise be the released sum."""
+        if not np.all(np.isfinite(vector)):
+            raise DecodeError(f"update of {sender} must be finite; got NaN or inf")
+        # the sum of the whole cohort at this magnitude stays finite in float64
+        limit = float(np.finfo(np.float64).max) / (2 * max(len(self._cohort), 1))
+        peak = float(np.max(np.abs(vector))) if vector.size else 0.0
+        if peak > limit:
+            raise DecodeError(f"update of {sender} must satisfy |x| ≤ {limit:.3g}; got {peak:.3g}")
 
     def advance(self) -> list[Message]:
         if self.phase is not ServerPhase.COLLECT:

@@ -29,6 +29,10 @@ class AggregationConfig:
             clients for masking); ``None`` picks the scheme's default.
         graph: masking communication graph, ``"full"`` or ``"sparse"`` (SecAgg+).
         precision: the largest acceptable absolute error per coordinate of the sum.
+        min_honest: the fewest contributors a released sum may have (whoever unmasks or
+            decrypts refuses a smaller one); set by client-level DP to h + declared
+            colluders so that every released sum holds at least h honest noise shares.
+            ``None``: no floor beyond the scheme's own threshold.
     """
 
     max_clients: int
@@ -37,6 +41,7 @@ class AggregationConfig:
     threshold: int | None = None
     graph: str = "full"
     precision: float = 1e-5
+    min_honest: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_clients < 1:
@@ -51,6 +56,15 @@ class AggregationConfig:
             raise ParameterError(f"graph must be 'full' or 'sparse'; got {self.graph!r}")
         if not self.precision > 0:
             raise ParameterError(f"precision must be > 0; got {self.precision}")
+        if self.min_honest is not None and (
+            isinstance(self.min_honest, bool)
+            or not isinstance(self.min_honest, int)
+            or not 1 <= self.min_honest <= self.max_clients
+        ):
+            raise ParameterError(
+                f"min_honest must be an integer in [1, max_clients={self.max_clients}]; "
+                f"got {self.min_honest!r}"
+            )
 
 
 def available_schemes() -> tuple[str, ...]:

@@ -1,17 +1,20 @@
 """The ``secagg`` command line: ``run`` (federated training), ``audit``, ``bench``.
 
 Settings of ``secagg run`` come from, in increasing priority:
-:class:`FederationConfig`'s defaults (with :data:`DEFAULT_SCHEME`, and under DP
-:data:`~training.privacy_plan.DP_TRAINING_DEFAULTS` for the local-training
-settings not given), a ``--config FILE.toml`` whose keys are the flag names
-(``local-epochs = 3``; ``local_epochs`` is accepted too), and the flags.
+:class:`FederationConfig`'s defaults (the same as the Python API's: threshold CKKS,
+DP-SGD on, and under DP :data:`~training.privacy_plan.DP_TRAINING_DEFAULTS` for the
+local-training settings not given), a ``--config FILE.toml`` whose keys are the flag
+names (``local-epochs = 3``; ``local_epochs`` is accepted too), and the flags.
 Any bad setting ends the command with one ``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import tomllib
+import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +25,26 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from privacy.accounting import format_epsilon
 from privacy.errors import PrivacyError
 from secagg.errors import ParameterError, SecAggError
-from training.federation import Federation, FederationConfig, FederationResult, RoundRecord
+from training.config import DEFAULT_SCHEME, PLAIN_TRAINING_DEFAULTS
+from training.federation import (
+    Federation,
+    FederationConfig,
+    FederationResult,
+    RoundRecord,
+    UtilityWarning,
+)
+from training.models import available_models
 from training.privacy_plan import DEFAULT_DELTA, DEFAULT_EPSILON, DP_TRAINING_DEFAULTS
 
-# The scheme `secagg run` uses when none is given (DESIGN §6: threshold CKKS).
-# "plain" here would make the default run the INSECURE reference.
-DEFAULT_SCHEME = "ckks"
-# Whether `secagg run` trains with DP-SGD unless told --no-dp.
-DP_BY_DEFAULT = True
+# Whether `secagg run` trains with DP-SGD unless told --no-dp (the API's default too).
+DP_BY_DEFAULT: bool = FederationConfig.__dataclass_fields__["dp"].default  # type: ignore[assignment]
 
 USAGE_ERROR = 2
+# The run finished but released no model (every round aborted or was refused).
+NO_MODEL = 1
 
 app = typer.Typer(
     add_completion=False,
@@ -57,6 +68,7 @@ CONFIG_KEYS: dict[str, str] = {
     "max-grad-norm": "max_grad_norm",
     "dp-unit": "dp_unit",
     "min-honest": "min_honest",
+    "colluders": "colluders",
     "seed": "seed",
     "partition": "partition",
     "alpha": "alpha",
@@ -77,6 +89,7 @@ DP_KEYS = (
     "max-grad-norm",
     "dp-unit",
     "min-honest",
+    "colluders",
 )
 
 
@@ -87,12 +100,22 @@ def _d(field: str) -> str:
 
 def _dp_d(field: str) -> str:
     """ " (default: X with DP, Y without)." for the settings DP-SGD tunes differently."""
-    plain = FederationConfig.__dataclass_fields__[field].default
+    plain = PLAIN_TRAINING_DEFAULTS[field]
     return f" (default: {DP_TRAINING_DEFAULTS[field]} with DP, {plain} without)."
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"secagg {metadata.version('secagg')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """secagg: federated learning over secure aggregation."""
     # dp-accounting's RDP cross-check logs (via absl) every Rényi order it drops
     # for numerical reasons; the bound stays valid, and the lines drown the output.
@@ -141,10 +164,9 @@ def resolve_settings(
     """Defaults ← config file ← flags; returns the validated config and the ``out`` path."""
     merged = dict(file_values)
     merged.update({k: v for k, v in flags.items() if v is not None})
-    fields: dict[str, Any] = {"scheme": DEFAULT_SCHEME}
-    fields.update({CONFIG_KEYS[k]: v for k, v in merged.items() if k in CONFIG_KEYS})
+    # FederationConfig's defaults are the CLI's (ckks, DP-SGD on): only given values pass
+    fields: dict[str, Any] = {CONFIG_KEYS[k]: v for k, v in merged.items() if k in CONFIG_KEYS}
     no_dp = bool(merged.get("no-dp", False))
-    dp = not no_dp and (DP_BY_DEFAULT or any(merged.get(k) is not None for k in DP_KEYS))
     if no_dp:
         given = [k for k in DP_KEYS if merged.get(k) is not None]
         if given:
@@ -152,13 +174,7 @@ def resolve_settings(
                 f"{given[0]} must not be set together with no-dp; got both "
                 "(drop --no-dp to train with DP-SGD)"
             )
-    fields["dp"] = dp
-    if dp:
-        fields.setdefault("epsilon", DEFAULT_EPSILON)
-        fields.setdefault("delta", DEFAULT_DELTA)
-        if fields.get("dp_unit", "record") == "record":
-            for key, value in DP_TRAINING_DEFAULTS.items():
-                fields.setdefault(key, value)
+    fields["dp"] = not no_dp
     out = merged.get("out")
     return FederationConfig(**fields), Path(out) if out is not None else None
 
@@ -209,7 +225,7 @@ def summary_table(result: FederationResult) -> Table:
             f"{s['total']:.2f}",
         ]
         if dp:
-            cells.append("—" if r.epsilon_max is None else f"{r.epsilon_max:.2f}")
+            cells.append("—" if r.epsilon_max is None else format_epsilon(r.epsilon_max, 2))
         table.add_row(*cells)
     table.caption = (
         "in/out: clients in the sum / dropped out; prot/agg/dec: seconds protecting, "
@@ -230,18 +246,17 @@ def privacy_table(result: FederationResult) -> Table:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for column in ("client", "records", "q", "σ", "steps", "ε (PLD)", "ε (RDP)", "budget"):
+    for column in ("client", "q", "σ", "steps", "ε (PLD)", "ε (RDP)", "budget"):
         table.add_column(column, justify="left" if column == "client" else "right", no_wrap=True)
     rdp = p["cross_check"]["epsilon_per_client"]
-    for index, (client, eps) in enumerate(p["epsilon_per_client"].items()):
+    for client, eps in p["epsilon_per_client"].items():
         table.add_row(
             client,
-            str(result.client_sizes[index]),
             f"{p['sample_rate'][client]:.3f}",
             f"{p['noise_multiplier'][client]:.3f}",
             str(p["steps"]["run"][client]),
-            f"{eps:.3f}",
-            f"{rdp[client]:.3f}",
+            format_epsilon(eps),
+            format_epsilon(rdp[client]),
             f"{p['budget']:g}",
         )
     return table
@@ -258,7 +273,7 @@ def _client_level_table(result: FederationResult) -> Table:
     for column in ("client", "ε (PLD)", "budget"):
         table.add_column(column, justify="left" if column == "client" else "right", no_wrap=True)
     for client, eps in p["epsilon_per_client"].items():
-        table.add_row(client, f"{eps:.3f}", f"{p['budget']:g}")
+        table.add_row(client, format_epsilon(eps), f"{p['budget']:g}")
     return table
 
 
@@ -270,10 +285,16 @@ def privacy_line(result: FederationResult) -> str:
     ledger = p["ledger"]
     where = f"{ledger['path']} (temporary)" if ledger["temporary"] else ledger["path"]
     mechanism = "client-level distributed DP" if p.get("kind") == "client-level" else "DP-SGD"
-    return (
-        f"privacy: {mechanism}, {p['unit']}: ε ≤ {p['epsilon_max']:.3f} at δ={p['delta']:g} "
-        f"(budget ε={p['budget']:g}; {p['accountant']}); ledger {where}"
+    line = (
+        f"privacy: {mechanism}, {p['guarantee']} (budget ε={p['budget']:g}; "
+        f"{p['accountant']}); ledger {where}"
     )
+    if p.get("kind") == "client-level":  # the honest-share assumption and replace-one beside
+        line += (
+            f"; {p['min_honest_derivation']}; replace-one: "
+            f"ε ≤ {format_epsilon(p['replace_one']['epsilon_max'])}"
+        )
+    return line
 
 
 def _fail(message: str) -> typer.Exit:
@@ -321,7 +342,12 @@ def run(
     ),
     min_honest: int | None = typer.Option(
         None,
-        help="Client-level DP: honest clients guaranteed to reach each sum (default: half).",
+        help="Client-level DP: honest noise shares guaranteed in each sum "
+        "(default: the scheme's guaranteed survivors minus --colluders).",
+    ),
+    colluders: int | None = typer.Option(
+        None,
+        help="Client-level DP: clients that may collude with the server (default: t − 1).",
     ),
     no_dp: bool | None = typer.Option(
         None, "--no-dp", help="Train without differential privacy (DP-SGD is on by default)."
@@ -345,7 +371,9 @@ def run(
     update_clip: float | None = typer.Option(
         None, help="L2 clip of each client's update (S under --dp-unit client)" + _d("update_clip")
     ),
-    model: str | None = typer.Option(None, help="Registered model name" + _d("model")),
+    model: str | None = typer.Option(
+        None, help=f"Model: {', '.join(available_models())}" + _d("model")
+    ),
     clients_per_round: int | None = typer.Option(
         None, help="Clients sampled per round (default: all)."
     ),
@@ -378,6 +406,7 @@ def run(
         "max-grad-norm": max_grad_norm,
         "dp-unit": dp_unit,
         "min-honest": min_honest,
+        "colluders": colluders,
         "no-dp": no_dp,
         "seed": seed,
         "out": str(out) if out else None,
@@ -408,15 +437,26 @@ def run(
         _run_flower(console, settings, run_dir, resume=resume is not None)
         return
     try:
-        # validates data, partition, scheme and DP (calibration) before any output
-        federation = Federation(
-            settings, ledger_path=run_dir / "ledger", resume=resume is not None
-        )
-        result = _run_with_progress(console, federation, run_dir)
+        with warnings.catch_warnings():
+            # printed as one `warning:` line each instead of Python's two-line form
+            warnings.simplefilter("ignore", UtilityWarning)
+            # validates data, partition, scheme and DP (calibration) before any output
+            federation = Federation(
+                settings, ledger_path=run_dir / "ledger", resume=resume is not None
+            )
+            for message in federation.warnings:
+                _warn(message)
+            result = _run_with_progress(console, federation, run_dir)
+        write_run_dir(result, run_dir)
     except (SecAggError, PrivacyError) as exc:
         _remove_if_empty(run_dir)
         raise _fail(str(exc)) from None
-    write_run_dir(result, run_dir)
+    except (OSError, sqlite3.Error) as exc:
+        # e.g. the run directory turned read-only or the disk filled up mid-run
+        raise _fail(
+            f"out must stay a writable directory during the run; got {str(run_dir)!r} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     console.print(summary_table(result))
     if result.privacy.get("enabled"):
         console.print(privacy_table(result))
@@ -436,6 +476,24 @@ def run(
         )
     console.print(f"run directory: {run_dir}", markup=False)
     console.print(f"final accuracy: {result.final_accuracy:.4f}")
+    if result.produced_model:
+        for message in result.warnings[len(federation.warnings) :]:
+            _warn(message)
+    else:  # the one error line below says it
+        raise _fail_run(
+            f"no round produced a model ({len(result.rounds)} of {settings.rounds} rounds ran; "
+            "see the round errors in result.json)"
+        )
+
+
+def _warn(message: str) -> None:
+    Console(stderr=True).print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail_run(message: str) -> typer.Exit:
+    """The run finished but produced nothing usable: one ``error:`` line, exit 1."""
+    Console(stderr=True).print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code=NO_MODEL)
 
 
 ENGINES = ("in-process", "flower-local")
@@ -498,18 +556,37 @@ def _run_with_progress(
     settings = federation.config
     if federation.scheme.insecure:
         _warn_insecure(console, settings.scheme)
+    if not console.is_terminal:
+        return federation.run(
+            on_round=lambda record: _round_line(console, record, settings.rounds), run_dir=run_dir
+        )
     with _progress(console, settings.rounds) as progress:
         task = progress.add_task("rounds", total=settings.rounds, status="")
 
         def on_round(record: RoundRecord) -> None:
             status = "aborted" if record.aborted else f"acc {record.accuracy:.3f}"
             if record.epsilon_max is not None:
-                status += f"  ε max {record.epsilon_max:.2f}"
+                status += f"  ε max {format_epsilon(record.epsilon_max, 2)}"
             if record.refused_budget:
                 status += f"  {len(record.refused_budget)} over budget"
             progress.update(task, advance=1, status=status)
 
         return federation.run(on_round=on_round, run_dir=run_dir)
+
+
+def _round_line(console: Console, record: RoundRecord, rounds: int) -> None:
+    """One flushed line per finished round, for output redirected to a file or a pipe."""
+    status = f"aborted ({record.error})" if record.aborted else f"accuracy {record.accuracy:.4f}"
+    line = (
+        f"round {record.round}/{rounds}: {status}, {len(record.participants)} in the sum, "
+        f"{len(record.dropped)} dropped, {record.seconds['total']:.2f} s"
+    )
+    if record.epsilon_max is not None:
+        line += f", ε max {record.epsilon_max:.3f}"
+    if record.refused_budget:
+        line += f", {len(record.refused_budget)} over budget"
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.file.flush()
 
 
 @app.command()
@@ -536,11 +613,16 @@ def audit(
         raise _fail(str(exc)) from None
     console.print(render_console(report))
     verdict = report.canary.verdict if report.canary is not None else "not run"
-    status = "passed" if report.passed else f"FAILED ({len(report.findings)} findings)"
-    console.print(f"audit {status}; canary verdict: {verdict}", markup=False)
+    noise = report.canary.noise.verdict if report.canary is not None else "not checked"
+    status = {
+        "passed": "passed",
+        "FAILED": f"FAILED ({len(report.findings)} findings)",
+        "incomplete": "incomplete (no check that could fail at this ε ran)",
+    }[report.status]
+    console.print(f"audit {status}; noise scale: {noise}; canary bound: {verdict}", markup=False)
     written = Path(out) if out is not None else Path(run_dir)
     console.print(f"audit written to: {written}", markup=False)
-    if not report.passed:
+    if report.status == "FAILED":
         raise typer.Exit(code=USAGE_ERROR)
 
 
@@ -550,11 +632,14 @@ def bench(
     out: Path = typer.Option(Path("runs/bench"), help="Output directory for the results."),
     grid: str | None = typer.Option(
         None,
-        help="A preset (quick, standard, full) or 'preset;key=v1,v2;...' "
+        help="A preset (quick, standard, full; default: standard, or quick with --quick) or "
+        "'preset;key=v1,v2;...' "
         "(keys: schemes, dims, clients, dropouts, cell_seconds, e2e, e2e_rounds, e2e_clients, "
         "seed).",
     ),
-    plan: bool = typer.Option(False, "--plan", help="Only print which cells would run."),
+    plan: bool = typer.Option(
+        False, "--plan", help="Only list the cells that would run or be skipped, and why."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flower: bool = typer.Option(
         False,
@@ -564,7 +649,8 @@ def bench(
     ),
 ) -> None:
     """Measure what secure aggregation costs over the plaintext sum (seconds and bytes)."""
-    from benchmarks.harness import estimate_plan, run_benchmark
+    from benchmarks.harness import estimate_plan, plan_lines, run_benchmark
+    from benchmarks.report import goal_status
 
     torch.set_num_threads(1)
     console = Console(highlight=False)
@@ -579,12 +665,8 @@ def bench(
         return
     try:
         if plan:
-            estimate = estimate_plan(grid, quick=quick)
-            console.print(
-                f"grid {estimate['grid']}: {estimate['cells_run']} cells to run, "
-                f"~{estimate['estimated_seconds'] / 60:.0f} min estimated",
-                markup=False,
-            )
+            for line in plan_lines(estimate_plan(grid, quick=quick)):
+                console.print(line, markup=False, soft_wrap=True)
             return
         results = run_benchmark(quick=quick, out_dir=out, progress=not no_progress, grid=grid)
     except SecAggError as exc:
@@ -595,8 +677,7 @@ def bench(
         markup=False,
     )
     for goal in results.get("goals", []):
-        met = {True: "met", False: "NOT MET", None: "not measured"}[goal["met"]]
-        console.print(f"  {met:>12}  {goal['goal']}  {goal['target']}", markup=False)
+        console.print(f"  {goal_status(goal):>12}  {goal['goal']}  {goal['target']}", markup=False)
 
 
 keys_app = typer.Typer(

@@ -13,11 +13,11 @@ weighting by ``w_i = n_i / n̄`` (≤ max w) and appending ``w_i`` itself, every
 submitted coordinate is bounded by ``max(update_clip, 1) · max_i w_i`` — the
 ``value_bound`` handed to the scheme (fixed-point range, CKKS scale, …).
 
-Randomness: cryptographic randomness (session ids, keys, masks) comes from the
-``rng`` argument — ``SystemRng()`` unless a test passes a ``DeterministicRng``.
-Simulation randomness (data split, partition, model init, batch order, who drops
-out and when) is derived from ``config.seed`` so a run is reproducible; it never
-touches anything secret.
+Randomness: cryptographic randomness (session ids, keys, masks) and DP noise come
+from the ``rng`` argument — ``SystemRng()`` (the OS CSPRNG) unless a test passes a
+``DeterministicRng``. Simulation randomness (data split, partition, model init, batch
+order, who drops out and when) is derived from ``config.seed``, so a run without DP is
+reproducible up to the scheme's error; it never touches anything secret.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from torch import nn
 
 from privacy.dpsgd import validate_model
 from privacy.errors import BudgetExceededError
-from secagg.errors import InsufficientParticipantsError, ParameterError
+from secagg.errors import DecodeError, IntegrityError, ParameterError, ProtocolAbort
 from secagg.protocol import Aggregate, PartyId, Scheme, client_id
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
@@ -53,7 +54,7 @@ from training.client import (
     run_client,
     train_local,
 )
-from training.client_dp import ClientLevelPlan
+from training.client_dp import ClientLevelPlan, honest_floor
 from training.config import FederationConfig
 from training.data import FederatedData, load_digits_data, partition
 from training.models import build_model
@@ -65,6 +66,12 @@ from training.updates import fedavg_from_sum, flatten, layout_of, load_flat, sam
 
 # Round records list every client's ε only for federations up to this size.
 EPSILON_PER_ROUND_MAX_CLIENTS = 32
+# A run whose final accuracy beats the initial model's by less than this has "not learned".
+MIN_USEFUL_GAIN = 0.05
+
+
+class UtilityWarning(UserWarning):
+    """A setting that runs, but where the model is unlikely to be useful (e.g. q = 1 under DP)."""
 
 
 # ---------------------------------------------------------------------------
@@ -76,11 +83,24 @@ def privacy_plan_for(
     sizes: dict[PartyId, int],
     *,
     rng: Csprng,
+    nominal_records: int,
 ) -> PrivacyPlan | ClientLevelPlan | None:
-    """The run's DP plan (noise calibrated once, budgets in the ledger), or ``None`` without DP."""
+    """The run's DP plan (noise calibrated once, budgets in the ledger), or ``None`` without DP.
+
+    Only the client names of ``sizes`` are used; ``nominal_records`` is the declared public
+    records per client that fixes the record-level schedule (see training.privacy_plan).
+    """
     if not config.dp:
         return None
     if config.dp_unit == "client":
+        honest = honest_floor(
+            scheme=config.scheme,
+            cohort=config.clients_per_round or config.clients,
+            threshold=config.threshold,
+            committee=config.committee,
+            min_honest=config.min_honest,
+            colluders=config.colluders,
+        )
         return ClientLevelPlan(
             list(sizes),
             rounds=config.rounds,
@@ -89,11 +109,12 @@ def privacy_plan_for(
             delta=config.dp_delta,
             clip_norm=config.update_clip,
             noise_multiplier=config.noise_multiplier,
-            min_honest=config.min_honest,
+            honest=honest,
             rng=rng,
         )
     return PrivacyPlan(
-        sizes,
+        list(sizes),
+        nominal_records=nominal_records,
         rounds=config.rounds,
         batch_size=config.batch_size,
         local_epochs=config.local_epochs,
@@ -160,7 +181,7 @@ class RoundRecord:
     bytes_up_per_client: float | None
     bytes_down_per_client: float | None
     seconds: dict[str, float]
-    train_loss: float
+    train_loss: float | None  # None under DP: a noise-free statistic of private data
     aborted: bool = False
     error: str | None = None
     error_bound: float | None = None
@@ -200,10 +221,24 @@ class FederationResult:
     client_sizes: list[int]
     stopped: dict[str, Any] | None = None
     engine: str = "in-process"
+    model_name: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def final_accuracy(self) -> float:
         return self.rounds[-1].accuracy if self.rounds else self.initial_accuracy
+
+    @property
+    def produced_model(self) -> bool:
+        """Whether any round released an aggregate (else ``model`` is the initial one)."""
+        return any(not r.aborted for r in self.rounds)
+
+    def save_model(self, path: Path | str) -> Path:
+        """Write the global model's ``state_dict`` to ``path`` (``torch.save``; load it with
+        ``model.load_state_dict(torch.load(path, weights_only=True))``)."""
+        target = Path(path)
+        torch.save(self.model.state_dict(), target)
+        return target
 
     def to_dict(self) -> dict[str, Any]:
         """The result.json document (DESIGN §6 keys plus setup/initial metrics)."""
@@ -212,9 +247,17 @@ class FederationResult:
             "engine": self.engine,
             "insecure": bool(self.scheme.get("insecure", False)),
             "scheme_parameters": self.scheme,
-            "config": self.config.to_dict(),
+            # the model actually trained: a custom module is not the registry's default
+            "config": {**self.config.to_dict(), "model": self.model_name or self.config.model},
+            "model": {
+                "name": self.model_name or self.config.model,
+                "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+                "parameters": int(sum(p.numel() for p in self.model.parameters())),
+            },
+            "warnings": list(self.warnings),
             "dataset": self.dataset,
-            "client_sizes": self.client_sizes,
+            # under DP a client's record count is private: it is never released
+            "client_sizes": None if self.privacy.get("enabled") else self.client_sizes,
             "setup": self.setup.to_dict() if self.setup else None,
             "initial_accuracy": self.initial_accuracy,
             "initial_loss": self.initial_loss,
@@ -254,6 +297,26 @@ def _check_model_fits(model: nn.Module, data: FederatedData) -> None:
         raise ParameterError(
             f"model must map inputs of shape {data.input_shape} to {data.num_classes} logits; "
             f"got output shape {shape}"
+        )
+
+
+def _refuse_running_statistics(model: nn.Module) -> None:
+    """Refuse layers whose buffers train (BatchNorm running statistics).
+
+    Only parameters go through the secure sum, so a running mean/variance would
+    never be aggregated: the global model would evaluate with its initial statistics.
+    """
+    layers = sorted(
+        {
+            type(m).__name__
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+        }
+    )
+    if layers:
+        raise ParameterError(
+            f"model must have no layer with running statistics (they are not aggregated); "
+            f"got {', '.join(layers)} — use GroupNorm/LayerNorm or track_running_stats=False"
         )
 
 
@@ -306,8 +369,11 @@ class Federation:
             model = build_model(
                 config.model, self.data.in_features, self.data.num_classes, seed=config.seed
             )
+            self.model_name = config.model
         elif not isinstance(model, nn.Module):
             raise ParameterError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        else:
+            self.model_name = f"custom:{type(model).__qualname__}"
         self.model = copy.deepcopy(model)  # the caller's module is never mutated
         self.dim = layout_of(self.model).size
         if self.dim < 1:
@@ -320,12 +386,15 @@ class Federation:
             )
         if config.dp and config.dp_unit == "record":
             validate_model(self.model)  # fail closed before any ledger is written
+        _refuse_running_statistics(self.model)
         self.rng = rng if rng is not None else SystemRng()
         # calibrates the noise; touches no file until start() below
         self.privacy = privacy_plan_for(
             config,
             {c: int(n) for c, n in zip(self.clients, self.sizes, strict=True)},
             rng=self.rng,
+            # public declaration: the even share of the (public) simulation split
+            nominal_records=max(1, len(self.data.y_train) // config.clients),
         )
         uniform = self.privacy is not None and self.privacy.uniform_weights
         self.weights = np.ones(len(self.sizes)) if uniform else sample_weights(self.sizes)
@@ -338,13 +407,12 @@ class Federation:
             committee=config.committee,
             threshold=config.threshold,
             graph=config.graph,
+            # client-level DP: whoever unmasks/decrypts refuses a sum below h + colluders
+            min_honest=self.privacy.honest.floor
+            if isinstance(self.privacy, ClientLevelPlan)
+            else None,
         )
         self.scheme: Scheme = create_scheme(config.scheme, self.aggregation)
-        if config.dp and config.dp_unit == "client" and self.scheme.insecure:
-            raise ParameterError(
-                "dp_unit 'client' must run over a secure scheme (its noise shares protect only "
-                f"the sum); got scheme {config.scheme!r}"
-            )
         if self.privacy is not None:
             self.trainer: LocalTrainer = self.privacy.train
             if resume:
@@ -364,6 +432,24 @@ class Federation:
         self.transport = InProcessTransport()
         self._x = [torch.from_numpy(self.data.x_train[p]) for p in self.parts]
         self._y = [torch.from_numpy(self.data.y_train[p]) for p in self.parts]
+        self.warnings: list[str] = self._utility_warnings()
+        for message in self.warnings:
+            warnings.warn(message, UtilityWarning, stacklevel=2)
+
+    def _utility_warnings(self) -> list[str]:
+        """Settings that run but waste the privacy budget (one line each)."""
+        if not (self.config.dp and self.config.dp_unit == "record"):
+            return []
+        b = self.config.batch_size
+        small = [c for c, n in zip(self.clients, self.sizes, strict=True) if int(n) <= b]
+        if not small:
+            return []
+        return [
+            f"{len(small)} of {len(self.clients)} clients have at most batch_size={b} records "
+            f"(smallest: {int(self.sizes.min())}), so DP-SGD samples all of them every step "
+            "(q = 1, no privacy amplification by sampling) and accuracy suffers; use fewer "
+            "clients or a smaller batch_size"
+        ]
 
     def run(
         self,
@@ -427,6 +513,8 @@ class Federation:
             client_sizes=[int(s) for s in self.sizes],
             stopped=stopped,
             engine=self.engine,
+            model_name=self.model_name,
+            warnings=[*self.warnings, *self._outcome_warnings(state.initial_accuracy, rounds)],
         )
 
     # -- checkpoint and resume ---------------------------------------------
@@ -471,7 +559,7 @@ class Federation:
         cohort = [str(p) for p in open_round["cohort"]]
         if isinstance(self.privacy, PrivacyPlan):  # resume refuses any other plan
             missing = [p for p in cohort if not self.privacy.charged(p, round_number)]
-            self.privacy.commit(round_number, missing)
+            self.privacy.charge_remote(round_number, missing)
         accuracy, loss = evaluate(self.model, self.data)
         return RoundRecord(
             round=round_number,
@@ -489,6 +577,24 @@ class Federation:
             "clients are charged (conservatively); resumed with the next round",
             **self._privacy_fields([]),
         )
+
+    def _outcome_warnings(self, initial_accuracy: float, rounds: list[RoundRecord]) -> list[str]:
+        """After the run: no model released, or a model no better than the initial one."""
+        released = [r for r in rounds if not r.aborted]
+        found: list[str] = []
+        if not released:
+            found.append(
+                f"no round produced a model ({len(rounds)} of {self.config.rounds} rounds ran, "
+                "all aborted or refused): the result holds the initial model"
+            )
+        elif released[-1].accuracy < initial_accuracy + MIN_USEFUL_GAIN:
+            found.append(
+                f"test accuracy {released[-1].accuracy:.3f} is no better than the initial "
+                f"model's {initial_accuracy:.3f}: the settings leave too little signal"
+            )
+        for message in found:
+            warnings.warn(message, UtilityWarning, stacklevel=3)
+        return found
 
     def close(self) -> None:
         """Close the privacy ledger (if any)."""
@@ -586,7 +692,11 @@ class Federation:
                 f"round {round_number} must have a client within its budget; got none"
             )
         train_seconds = sum(u.metrics.seconds for u in updates.values())
-        train_loss = float(np.mean([u.metrics.loss for u in updates.values()]))
+        train_loss = (
+            None
+            if self.privacy is not None
+            else float(np.mean([u.metrics.loss for u in updates.values()]))
+        )
         session = self.scheme.open_round(
             round_number, cohort, self.dim + 1, rng=self.rng.fork(f"round/{round_number}")
         )
@@ -598,11 +708,16 @@ class Federation:
         try:
             self.transport.run(session, inputs=inputs, dropouts=plan, report=report)
             aggregate = session.coordinator.finalize()
-        except InsufficientParticipantsError as exc:
+        except (ProtocolAbort, IntegrityError, DecodeError) as exc:
+            # a peer's fault (too few survivors, a refused or malformed update, a lying
+            # peer): this round releases nothing and the global model stays as it was
             error = str(exc)
-        if aggregate is not None and self.privacy is not None:
-            error = self.privacy.accept(aggregate, round_number)
-            aggregate = None if error else aggregate
+        finally:
+            if aggregate is not None and self.privacy is not None:
+                error = self.privacy.accept(aggregate, round_number)
+                aggregate = None if error else aggregate  # a sum below h is never used
+            if self.privacy is not None:
+                self.privacy.settle(round_number)
         if aggregate is not None:
             new = flatten(self.model) + fedavg_from_sum(aggregate.vector, self.dim)
             load_flat(self.model, new)
@@ -652,7 +767,7 @@ class Federation:
         report: TrafficReport,
         error: str | None,
         train_seconds: float,
-        train_loss: float,
+        train_loss: float | None,
     ) -> RoundRecord:
         participants = list(aggregate.contributors) if aggregate is not None else []
         by_kind = report.seconds_by_kind()

@@ -2,11 +2,20 @@
 
 A :class:`PrivacyPlan` is created once per run (when ``config.dp``) and owns:
 
-- **Calibration, once.** Client ``i`` with ``n_i`` records trains with Poisson
-  rate ``q_i = B / n_i`` (``B`` = the public ``batch_size``, also the loss
-  normaliser) for ``local_epochs · ⌈n_i / B⌉`` steps per round. Its σ is
-  calibrated for the whole planned schedule (rounds × steps per round) to the
-  target ε — or taken as given (``noise_multiplier``).
+- **A schedule independent of every client's record count.** Every client
+  trains with the same public Poisson rate ``q = min(1, B / N)`` for the same
+  public ``local_epochs · ⌈N / B⌉`` steps per round, where ``B`` is the public
+  ``batch_size`` (also the loss normaliser) and ``N`` the *declared* nominal
+  records per client (a public parameter fixed before training; the simulation
+  declares the even share of the public digits split). FedAvg weights are
+  uniform. Nothing released (update, weight coordinate, ledger, result.json)
+  is a function of a client's own count ``n_i``, so adding or removing one
+  record changes only what DP-SGD's noise hides: the accountant's
+  add-or-remove-one ε is the guarantee, not a zero-out number. (With
+  ``q_i = B / n_i``, ``n_i``-dependent steps or size weights, ``n_i`` is
+  released exactly and add/remove DP fails; the replace-one ε of the same σ is
+  1.9–2.4× the printed one.) σ is calibrated once for the whole planned
+  schedule (rounds × steps per round) to the target ε — or taken as given.
 - **The ledger** (:class:`privacy.ledger.PrivacyLedger`), with every client's
   budget written as an entry before round 1.
 - **Selection** (server side): before each round a dry run drops the clients
@@ -29,7 +38,7 @@ import dataclasses
 import logging
 import math
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +47,18 @@ from privacy.accounting import (
     ADJACENCY,
     calibrate_noise_multiplier,
     epsilon_rdp_of_event,
+    guarantee_label,
     library_versions,
 )
-from privacy.budget import ClientBudgetGuard, select_within_budget
-from privacy.dpsgd import DPSGDParams, poisson_sample_rate, train_dp_sgd
-from privacy.ledger import KIND_DPSGD, THREAT_MODEL_RECORD_LEVEL, PrivacyLedger
+from privacy.budget import ClientBudgetGuard, reconcile_guard, select_within_budget
+from privacy.dpsgd import DPSGDParams, train_dp_sgd
+from privacy.ledger import (
+    KIND_DPSGD,
+    THREAT_MODEL_RECORD_LEVEL,
+    UNIT_RECORD,
+    PrivacyLedger,
+    pin_digest,
+)
 from privacy.noise import SecureGaussian
 from secagg.errors import ParameterError
 from secagg.protocol import Aggregate, PartyId
@@ -74,28 +90,32 @@ DP_TRAINING_DEFAULTS: dict[str, Any] = {"batch_size": 64, "local_epochs": 1, "lr
 class ClientSchedule:
     """One client's public DP-SGD schedule, fixed before round 1.
 
-    ``records`` is the client's dataset size: public to the server by design
-    (it sets the FedAvg weight and q), recorded here so ε can be recomputed.
+    Every field is public and the same whatever the client's record count.
     """
 
     client: PartyId
-    records: int
     sample_rate: float
     steps_per_round: int
     noise_multiplier: float
     params: DPSGDParams
 
 
-def _sample_rate(batch_size: int, records: int) -> float:
-    """q = B / n, or 1 when the client holds no more than one expected batch."""
-    if batch_size >= records:
-        return 1.0
-    return poisson_sample_rate(expected_batch_size=batch_size, dataset_size=records)
+def public_schedule(
+    *, nominal_records: int, batch_size: int, local_epochs: int
+) -> tuple[float, int]:
+    """(q, steps per round) from public values only: q = min(1, B/N), steps = E·⌈N/B⌉."""
+    if isinstance(nominal_records, bool) or not isinstance(nominal_records, int):
+        raise ParameterError(f"nominal_records must be a positive integer; got {nominal_records!r}")
+    if nominal_records < 1:
+        raise ParameterError(f"nominal_records must be a positive integer; got {nominal_records!r}")
+    q = 1.0 if batch_size >= nominal_records else batch_size / nominal_records
+    return q, local_epochs * math.ceil(nominal_records / batch_size)
 
 
 def plan_schedules(
-    sizes: Mapping[PartyId, int],
+    clients: Sequence[PartyId],
     *,
+    nominal_records: int,
     batch_size: int,
     local_epochs: int,
     rounds: int,
@@ -104,26 +124,17 @@ def plan_schedules(
     max_grad_norm: float,
     noise_multiplier: float | None,
 ) -> dict[PartyId, ClientSchedule]:
-    """Each client's q, steps per round and σ (calibrated once for all ``rounds``)."""
-    out: dict[PartyId, ClientSchedule] = {}
-    calibrated: dict[tuple[float, int], float] = {}  # equal sizes share one calibration
-    for client, records in sizes.items():
-        q = _sample_rate(batch_size, int(records))
-        steps = local_epochs * math.ceil(int(records) / batch_size)
-        sigma = noise_multiplier
-        if sigma is None:
-            key = (q, steps)
-            if key not in calibrated:
-                calibrated[key] = calibrate_noise_multiplier(
-                    target_epsilon=target_epsilon,
-                    delta=delta,
-                    sample_rate=q,
-                    steps=steps * rounds,
-                )
-            sigma = calibrated[key]
-        params = DPSGDParams(sigma, max_grad_norm, q, steps, expected_batch_size=float(batch_size))
-        out[client] = ClientSchedule(client, int(records), q, steps, sigma, params)
-    return out
+    """Every client's (identical, public) q, steps per round and σ, calibrated once."""
+    q, steps = public_schedule(
+        nominal_records=nominal_records, batch_size=batch_size, local_epochs=local_epochs
+    )
+    sigma = noise_multiplier
+    if sigma is None:
+        sigma = calibrate_noise_multiplier(
+            target_epsilon=target_epsilon, delta=delta, sample_rate=q, steps=steps * rounds
+        )
+    params = DPSGDParams(sigma, max_grad_norm, q, steps, expected_batch_size=float(batch_size))
+    return {c: ClientSchedule(c, q, steps, sigma, params) for c in clients}
 
 
 @contextlib.contextmanager
@@ -158,7 +169,9 @@ class PrivacyPlan:
     """A run's record-level DP: schedules, ledger, budget guards, selection and commit.
 
     Args:
-        sizes: each client's record count, in client order.
+        clients: every client of the federation.
+        nominal_records: N, the declared public records per client that fixes q
+            and the step count (never a client's own count).
         rounds, batch_size, local_epochs, lr, optimizer: the run's public settings.
         target_epsilon: calibration target per client over the whole run.
         budget_epsilon: the ledger budget per client (default: ``target_epsilon``).
@@ -172,13 +185,14 @@ class PrivacyPlan:
     the private records pass through :meth:`train` and are not kept.
     """
 
-    uniform_weights = False
+    uniform_weights = True  # size weights would release each client's record count
     value_bound: float | None = None  # DP-SGD noise stays inside the update clip
 
     def __init__(
         self,
-        sizes: Mapping[PartyId, int],
+        clients: Sequence[PartyId],
         *,
+        nominal_records: int,
         rounds: int,
         batch_size: int,
         local_epochs: int,
@@ -200,10 +214,12 @@ class PrivacyPlan:
         self.max_grad_norm = max_grad_norm
         self.given_noise_multiplier = noise_multiplier
         self.batch_size = batch_size
+        self.nominal_records = nominal_records
         self.rng = rng
         # calibrate before touching the disk: a bad request leaves no ledger behind
         self.schedules = plan_schedules(
-            sizes,
+            list(clients),
+            nominal_records=nominal_records,
             batch_size=batch_size,
             local_epochs=local_epochs,
             rounds=rounds,
@@ -282,11 +298,6 @@ class PrivacyPlan:
         schedule = self.schedules.get(task.client)
         if schedule is None:
             raise ParameterError(f"client must be one of the planned clients; got {task.client!r}")
-        if int(task.y.shape[0]) != schedule.records:
-            raise ParameterError(
-                f"client {task.client} must train on its planned {schedule.records} records; "
-                f"got {int(task.y.shape[0])}"
-            )
         source = self.rng.fork(f"dp/{task.client}/{task.round_index}")
         guard = self.guards[task.client]
         before = len(guard.state.events)
@@ -315,6 +326,9 @@ class PrivacyPlan:
         """Record-level DP holds whoever contributes: every sum may be released."""
         return None
 
+    def settle(self, round_number: int) -> None:
+        """Nothing left to charge after aggregation: DP-SGD's spend is committed at training."""
+
     def trained_in(self, client: PartyId, round_number: int) -> bool:
         """Whether ``client`` ran DP-SGD in ``round_number`` (its own guard recorded it)."""
         return (client, round_number) in self._trained
@@ -322,6 +336,20 @@ class PrivacyPlan:
     def commit(self, round_number: int, trained: Sequence[PartyId]) -> None:
         """Record the round's spend for every client that trained (conservative: even
         a client that later drops out of the protocol is charged)."""
+        self._record(round_number, trained)
+        for guard in self.guards.values():  # what each client ran must be what it was charged
+            reconcile_guard(guard, self.ledger)
+
+    def charge_remote(self, round_number: int, clients: Sequence[PartyId]) -> None:
+        """Charge clients that may have trained where this plan's guards could not see it:
+        on their own machines (the Flower engine), or in a round the server lost to a
+        crash. Conservative; the guards here then mirror the ledger (each client's own
+        guard, on its machine, is the one that refuses to overspend)."""
+        self._record(round_number, clients)
+        for client in clients:
+            self.guards[client].state = self.ledger.accountant_state(client)
+
+    def _record(self, round_number: int, trained: Sequence[PartyId]) -> None:
         for client in trained:
             s = self.schedules[client]
             self.ledger.record_round(
@@ -353,10 +381,22 @@ class PrivacyPlan:
                 for c in self.schedules
             }
         sched = self.schedules.values()
-        return {
+        block = {
             "enabled": True,
             "unit": UNIT,
             "adjacency": ADJACENCY,
+            "guarantee": guarantee_label(
+                unit=UNIT_RECORD,
+                adjacency=ADJACENCY,
+                epsilon=max(eps.values(), default=0.0),
+                delta=self.delta,
+            ),
+            "schedule": (
+                f"public: q = min(1, B/N) and E·⌈N/B⌉ steps per round for every client, from "
+                f"the declared N = {self.nominal_records} records per client; uniform FedAvg "
+                "weights; no client's record count is released"
+            ),
+            "nominal_records": self.nominal_records,
             "sampling": "poisson",
             "accountant": ACCOUNTANT,
             "cross_check": {
@@ -390,6 +430,8 @@ class PrivacyPlan:
             "ledger": {"path": str(self.ledger_path), "temporary": self.ledger_temporary},
             "ledger_head": list(self.head),
         }
+        block["pin"] = pin_digest(block)  # publish it: binds these numbers to the ledger
+        return block
 
     def close(self) -> None:
         self.ledger.close()

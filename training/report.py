@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure  # the Agg canvas; no pyplot, no GUI backend
 
+from privacy.accounting import format_epsilon
 from secagg.errors import ParameterError
 from training.federation import FederationResult
 
@@ -28,10 +30,19 @@ def default_run_dir(scheme: str, *, base: Path = RUNS_DIR) -> Path:
 
 
 def prepare_run_dir(path: Path) -> Path:
-    """Create ``path``; refuse a non-empty directory so no earlier run is overwritten."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ParameterError(f"out must be a new or empty directory; got {str(path)!r}")
-    path.mkdir(parents=True, exist_ok=True)
+    """Create ``path``; refuse a non-empty directory so no earlier run is overwritten,
+    and a place where it cannot be created or written (one ParameterError, no traceback)."""
+    try:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ParameterError(f"out must be a new or empty directory; got {str(path)!r}")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(
+            f"out must be a directory that can be created; got {str(path)!r} "
+            f"({exc.strerror or type(exc).__name__})"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ParameterError(f"out must be a writable directory; got {str(path)!r}")
     return path
 
 
@@ -80,6 +91,26 @@ def write_plots(result: FederationResult, run_dir: Path) -> list[Path]:
     return paths
 
 
+def epsilon_series(result: FederationResult) -> dict[str, list[float]]:
+    """Label → cumulative ε per round (from 0); clients with identical curves share one line
+    (labelled by how many), so ten equal-sized clients give one line, not ten."""
+    groups: dict[tuple[float, ...], list[str]] = {}
+    for client in result.privacy["epsilon_per_client"]:
+        ys = (0.0, *((r.epsilon or {}).get(client, 0.0) for r in result.rounds))
+        groups.setdefault(ys, []).append(client)
+    total = len(result.privacy["epsilon_per_client"])
+    out: dict[str, list[float]] = {}
+    for ys, clients in groups.items():
+        if len(clients) == 1:
+            label = clients[0]
+        elif len(clients) == total:
+            label = f"all {total} clients"
+        else:
+            label = f"{clients[0]} and {len(clients) - 1} more"
+        out[label] = list(ys)
+    return out
+
+
 def _plot_epsilon(path: Path, result: FederationResult) -> None:
     """Each client's cumulative ε after each round (or the max when clients are many)."""
     fig = Figure(figsize=(5.5, 3.5), dpi=100)
@@ -87,10 +118,10 @@ def _plot_epsilon(path: Path, result: FederationResult) -> None:
     rounds = [0] + [r.round for r in result.rounds]
     per_client = all(r.epsilon is not None for r in result.rounds)
     if per_client:
-        for client in result.privacy["epsilon_per_client"]:
-            ys = [0.0] + [(r.epsilon or {}).get(client, 0.0) for r in result.rounds]
-            ax.plot(rounds, ys, marker="o", markersize=3, linewidth=1, label=client)
-        if len(result.privacy["epsilon_per_client"]) <= 10:
+        series = epsilon_series(result)
+        for label, ys in series.items():
+            ax.plot(rounds, ys, marker="o", markersize=3, linewidth=1, label=label)
+        if 1 < len(series) <= 10:
             ax.legend(fontsize=7, ncol=2)
     else:
         ys = [0.0] + [r.epsilon_max or 0.0 for r in result.rounds]
@@ -113,14 +144,19 @@ def _render_client_level(p: dict) -> list[str]:
         f"S={p['clip_norm']:g} and adds a noise share of std {p['noise_share_std']:.4g}, so "
         f"the sum carries noise of multiplier z={p['noise_multiplier']:.4g} when at least "
         f"{p['min_honest']} honest clients reach it. Threat model: {p['threat_model']}. "
-        f"Accountant: {p['accountant']}. Largest ε: **{p['epsilon_max']:.3f}** at "
-        f"δ={p['delta']:g} (budget ε={p['budget']:g}).",
+        f"Accountant: {p['accountant']}. Largest ε: **{format_epsilon(p['epsilon_max'])}** at "
+        f"δ={p['delta']:g} (budget ε={p['budget']:g}). Guarantee: {p['guarantee']}; "
+        f"replace-one ε ≤ {format_epsilon(p['replace_one']['epsilon_max'])}. "
+        f"{p['min_honest_derivation']}.",
         "",
     ]
     if p.get("stopped"):
         lines += [f"**Stopped before round {p['stopped']['round']}:** {p['stopped']['reason']}", ""]
     lines += ["![epsilon](epsilon.png)", "", "| client | ε (PLD) | budget |", "|---|---|---|"]
-    lines += [f"| {c} | {e:.4f} | {p['budget']:g} |" for c, e in p["epsilon_per_client"].items()]
+    lines += [
+        f"| {c} | {format_epsilon(e, 4)} | {p['budget']:g} |"
+        for c, e in p["epsilon_per_client"].items()
+    ]
     return [*lines, ""]
 
 
@@ -138,7 +174,8 @@ def render_privacy(result: FederationResult) -> list[str]:
         f"{p['sampling']} sampling, expected batch size {p['expected_batch_size']}, "
         f"clip norm {p['max_grad_norm']:g}; σ calibrated {p['calibration']}. "
         f"Accountant of record: {p['accountant']}; RDP cross-check. "
-        f"Largest ε: **{p['epsilon_max']:.3f}** at δ={p['delta']:g} (budget ε={p['budget']:g}).",
+        f"Largest ε: **{format_epsilon(p['epsilon_max'])}** at δ={p['delta']:g} "
+        f"(budget ε={p['budget']:g}). Guarantee: {p['guarantee']}.",
         "",
     ]
     if p.get("stopped"):
@@ -156,7 +193,8 @@ def render_privacy(result: FederationResult) -> list[str]:
     for client, eps in p["epsilon_per_client"].items():
         lines.append(
             f"| {client} | {p['sample_rate'][client]:.4f} | {p['noise_multiplier'][client]:.4f} "
-            f"| {p['steps']['run'][client]} | {eps:.4f} | {rdp[client]:.4f} | {p['budget']:g} |"
+            f"| {p['steps']['run'][client]} | {format_epsilon(eps, 4)} "
+            f"| {format_epsilon(rdp[client], 4)} | {p['budget']:g} |"
         )
     lines += ["", "Audit it with `secagg audit RUN_DIR`.", ""]
     return lines
@@ -164,6 +202,20 @@ def render_privacy(result: FederationResult) -> list[str]:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
+
+
+def effective_threshold(result: FederationResult) -> str:
+    """What ``threshold`` meant in this run (``None`` in the config = the scheme's default)."""
+    cfg, described = result.config, result.scheme
+    if cfg.scheme == "plain":
+        return "none (plaintext reference)"
+    if cfg.scheme == "ckks":
+        t = cfg.threshold if cfg.threshold is not None else described.get("threshold")
+        return f"{t} of {cfg.committee} key holders"
+    if cfg.threshold is not None:
+        return f"{cfg.threshold} surviving clients"
+    at_max = described.get("threshold_at_max_clients")
+    return f"⌊n/2⌋+1 surviving clients of a cohort of n ({at_max} of {cfg.clients})"
 
 
 def render_report(result: FederationResult) -> str:
@@ -205,7 +257,9 @@ def render_report(result: FederationResult) -> str:
         )
     lines += [""] + render_privacy(result)
     lines += ["## Configuration", "", "| key | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in cfg.to_dict().items()]
+    settings = {**cfg.to_dict(), "threshold": effective_threshold(result)}
+    settings["model"] = result.model_name or cfg.model
+    lines += [f"| {k} | {v} |" for k, v in settings.items()]
     lines.append("")
     return "\n".join(lines)
 

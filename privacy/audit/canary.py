@@ -122,6 +122,10 @@ class CanaryResult:
 
     scores: np.ndarray  # float64 (m,)
     included: np.ndarray  # bool (m,)
+    # Σ over steps and output units of the squared noise-scaled column movement, per
+    # canary; for an excluded canary the column receives nothing but the DP noise.
+    noise_squares: np.ndarray  # float64 (m,)
+    noise_samples_per_canary: int  # steps × output units
     theoretical_epsilon: float
     config: CanaryConfig
     seconds: float
@@ -350,12 +354,14 @@ def run_canary_experiment(
     # Public normalizer: q × the *expected* dataset size (base + m/2), not the
     # realized count, so the update scale carries no information about the bits.
     normalizer = config.sample_rate * (bx.shape[0] + m / 2)
-    scores, empty = _observe_training(
+    scores, squares, empty = _observe_training(
         model, linears, features, targets, canary_x, canary_y, config, noise, source, normalizer
     )
     return CanaryResult(
         scores=scores,
         included=included,
+        noise_squares=squares,
+        noise_samples_per_canary=config.steps * int(linears[0].weight.shape[0]),
         theoretical_epsilon=config.theoretical_epsilon(),
         config=config,
         seconds=time.perf_counter() - started,
@@ -374,8 +380,13 @@ def _observe_training(
     noise: SecureGaussian,
     source: ByteSource,
     normalizer: float,
-) -> tuple[np.ndarray, int]:
-    """Run ``config.steps`` DP-SGD steps one at a time; score every canary per step."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Run ``config.steps`` DP-SGD steps one at a time; score every canary per step.
+
+    Also returns, per canary, the sum of squares of its column's movement in units
+    of the noise (divided by lr / normalizer): for an excluded canary no example
+    touches that column, so these are pure samples of the noise actually applied.
+    """
     d = features.shape[1] - canary_x.shape[0]
     column = linears[0].weight  # (h, d + m): canary i owns column d + i
     params = DPSGDParams(
@@ -389,6 +400,7 @@ def _observe_training(
     scale = config.lr / normalizer
     noise_std = config.noise_multiplier * config.max_grad_norm  # the *claimed* noise
     scores = torch.zeros(canary_x.shape[0], dtype=torch.float64)
+    squares = torch.zeros(canary_x.shape[0], dtype=torch.float64)
     empty = 0
     for _ in range(config.steps):
         probe = _probe(model, linears, canary_x, canary_y, config.max_grad_norm)
@@ -400,4 +412,5 @@ def _observe_training(
         moved = (before - column.detach()[:, d:].double()).T / scale  # (m, h), descent sign
         x = (moved * probe.direction).sum(dim=1)
         scores += _step_llr(x, probe.signal, q=config.sample_rate, noise_std=noise_std)
-    return scores.numpy(), empty
+        squares += moved.pow(2).sum(dim=1)
+    return scores.numpy(), squares.numpy(), empty

@@ -39,7 +39,14 @@ from privacy.audit.canary import (
     run_canary_experiment,
 )
 from privacy.errors import LedgerIntegrityError, PrivacyError
-from privacy.ledger import KIND_CLIENT_LEVEL, KIND_DPSGD, LedgerEntry, PrivacyLedger
+from privacy.ledger import (
+    KIND_BUDGET,
+    KIND_CLIENT_LEVEL,
+    KIND_DPSGD,
+    LedgerEntry,
+    PrivacyLedger,
+    pin_digest,
+)
 from privacy.noise import ByteSource, OsByteSource, SecureGaussian, check_byte_source
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "write_report",
 ]
 
+_BUDGET_PREFIX = KIND_BUDGET[: -len(KIND_DPSGD)]  # "budget:"
 RESULT_FILE = "result.json"
 LEDGER_FILE = "ledger"
 AUDIT_JSON = "audit.json"
@@ -116,6 +124,7 @@ class CanaryAudit:
     verdict: str
     seconds: float
     method: str
+    noise: stats.NoiseScaleCheck  # the applied noise std vs σ·C: has power at every ε
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,16 +144,28 @@ class AuditReport:
     files: list[str]
 
     @property
+    def status(self) -> str:
+        """``passed`` only if no problem was found *and* a check that could fail at this ε
+        (the applied noise scale) ran; ``FAILED`` on any finding; else ``incomplete``."""
+        if self.findings:
+            return "FAILED"
+        checked = self.canary is not None and self.canary.noise.verdict == stats.NOISE_OK
+        return "passed" if checked else "incomplete"
+
+    @property
     def passed(self) -> bool:
-        """No problem found (the CLI's exit status): caveats do not fail an audit."""
-        return not self.findings
+        return self.status == "passed"
 
     @property
     def epsilon_max(self) -> float:
         return max((c.epsilon_spent for c in self.clients), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"epsilon_max": self.epsilon_max, "passed": self.passed}
+        return dataclasses.asdict(self) | {
+            "epsilon_max": self.epsilon_max,
+            "passed": self.passed,
+            "status": self.status,
+        }
 
 
 # ----------------------------------------------------------------- reading the run
@@ -165,17 +186,20 @@ def _read_result(run_dir: Path) -> dict[str, Any]:
     return doc
 
 
-def _pinned_head(privacy: Mapping[str, Any]) -> tuple[int, str] | None:
+def _pinned_head(privacy: Mapping[str, Any]) -> tuple[int, str]:
     head = privacy.get("ledger_head")
-    if head is None:
-        return None
     if (
         not isinstance(head, list | tuple)
         or len(head) != 2
+        or isinstance(head[0], bool)
         or not isinstance(head[0], int)
+        or head[0] < 1
         or not isinstance(head[1], str)
     ):
-        raise RunDirectoryError("privacy.ledger_head must be [count, hash]; got a malformed value")
+        raise RunDirectoryError(
+            "privacy.ledger_head must pin the ledger as [count ≥ 1, hash]; got "
+            + ("none" if head is None else "a malformed value")
+        )
     return (head[0], head[1])
 
 
@@ -184,8 +208,28 @@ def _open_ledger(run_dir: Path, privacy: Mapping[str, Any]) -> PrivacyLedger:
     if not path.is_file():
         note = "" if privacy.get("enabled", True) else " (result.json says DP was off)"
         raise RunDirectoryError(f"ledger must exist in the run directory{note}; got none")
-    # LedgerIntegrityError (tampering, truncation below the pinned head) propagates as is.
-    return PrivacyLedger.open(path, expected_head=_pinned_head(privacy))
+    head = _pinned_head(privacy)
+    # Read-only, exactly the pinned head: LedgerIntegrityError (tampering, truncation,
+    # appended entries, a missing meta row or trigger) propagates as is.
+    return PrivacyLedger.open_readonly(path, expected_head=head)
+
+
+def _check_rounds(result: Mapping[str, Any]) -> None:
+    """``rounds`` must be a list of {round: int, participants: [str]} (fail with one line)."""
+    rounds = result.get("rounds", [])
+    ok = isinstance(rounds, list) and all(
+        isinstance(r, dict)
+        and isinstance(r.get("round"), int)
+        and not isinstance(r.get("round"), bool)
+        and isinstance(r.get("participants", []), list)
+        and all(isinstance(c, str) for c in r.get("participants", []))
+        for r in rounds
+    )
+    if not ok:
+        raise RunDirectoryError(
+            f"{RESULT_FILE} rounds must be a list of {{round: int, participants: [str]}}; "
+            "got a malformed value"
+        )
 
 
 # ----------------------------------------------------------------- budgets
@@ -216,36 +260,119 @@ def _remaining_rounds(entries: list[LedgerEntry], budget: float | None, delta: f
     return low
 
 
+def _budget_delta(ledger: PrivacyLedger, client: str, kind: str) -> float | None:
+    """δ of the client's first (round-0) budget for ``kind``: the δ every ε is stated at."""
+    budgets = ledger.entries(client=client, kind=_BUDGET_PREFIX + kind)
+    return float(budgets[0].body["delta"]) if budgets else None
+
+
 def _client_statuses(
     ledger: PrivacyLedger, kind: str, reported: Mapping[str, Any]
 ) -> list[ClientStatus]:
+    """Per client: ε recomputed from *all* its stored events at its budget's δ.
+
+    Neither the stored ε nor a per-entry δ is trusted: an appended entry with a
+    large δ, or an edited ε, cannot lower what is shown here.
+    """
     out = []
     for client, summary in ledger.summary(kind=kind).items():
         entries = ledger.entries(client=client, kind=kind)
         state = ledger.accountant_state(client, kind=kind)
-        delta = summary.delta
+        budget_delta = _budget_delta(ledger, client, kind)
+        delta = budget_delta if budget_delta is not None else summary.delta
+        spent = state.epsilon(delta=delta) if state.events else 0.0
         rdp = accounting.epsilon_rdp_of_event(state.composed, delta=delta) if state.events else 0.0
-        remaining = (
-            None
-            if summary.budget_epsilon is None
-            else max(0.0, summary.budget_epsilon - summary.epsilon_spent)
-        )
+        first = ledger.budget_history(client, scope=kind)
+        budget = first[0].epsilon if first else None
+        remaining = None if budget is None else max(0.0, budget - spent)
         value = reported.get(client)
         out.append(
             ClientStatus(
                 client=client,
-                epsilon_spent=summary.epsilon_spent,
+                epsilon_spent=float(spent),
                 epsilon_rdp=float(rdp),
                 delta=delta,
-                budget_epsilon=summary.budget_epsilon,
+                budget_epsilon=budget,
                 remaining_epsilon=remaining,
                 rounds_trained=summary.entries,
-                remaining_rounds=_remaining_rounds(entries, summary.budget_epsilon, delta),
-                rounds=list(summary.rounds),
-                epsilon_in_result=float(value) if isinstance(value, int | float) else None,
+                remaining_rounds=_remaining_rounds(entries, budget, delta),
+                rounds=_cumulative(entries, delta),
+                epsilon_in_result=(
+                    float(value)
+                    if isinstance(value, int | float) and not isinstance(value, bool)
+                    else None
+                ),
             )
         )
     return out
+
+
+def _cumulative(entries: list[LedgerEntry], delta: float) -> list[tuple[int, float]]:
+    """(round, cumulative ε after it), recomputed at ``delta``."""
+    out = []
+    state = accounting.AccountantState()
+    for e in entries:
+        if e.event is not None:
+            state = state.with_event(e.event)
+        out.append((e.round, state.epsilon(delta=delta)))
+    return out
+
+
+def _ledger_findings(ledger: PrivacyLedger, kind: str) -> list[str]:
+    """Budgets are set once, at round 0; δ never changes afterwards; spends need a budget."""
+    found = []
+    for client in ledger.clients(kind=kind):
+        budgets = ledger.entries(client=client, kind=_BUDGET_PREFIX + kind)
+        spends = ledger.entries(client=client, kind=kind)
+        if not budgets or budgets[0].round != 0:
+            found.append(f"{client}: no budget set at round 0 before its spends")
+            continue
+        if len(budgets) > 1:
+            found.append(
+                f"{client}: budget changed after round 0 ({len(budgets) - 1} later budget "
+                f"entries, last ε={budgets[-1].body.get('budget_epsilon')})"
+            )
+        empty = [e.seq for e in spends if not e.body.get("steps")]
+        if empty:
+            found.append(f"{client}: spend entries {empty[:5]} records no DP mechanism (0 steps)")
+        delta = budgets[0].body.get("delta")
+        changed = [e.seq for e in [*budgets, *spends] if e.body.get("delta") != delta]
+        if changed:
+            found.append(f"{client}: δ changed after round 0 (entries {changed[:5]})")
+    return found
+
+
+def _reported_findings(privacy: Mapping[str, Any], clients: list[ClientStatus]) -> list[str]:
+    """result.json's per-client ε must be a number for exactly the ledger's clients."""
+    reported = privacy.get("epsilon_per_client")
+    if not isinstance(reported, dict):
+        return ["result.json privacy.epsilon_per_client must be an object; got a malformed value"]
+    found = []
+    ledger_clients = {c.client for c in clients}
+    for c in clients:
+        value = reported.get(c.client)
+        if c.client not in reported:
+            found.append(f"{c.client}: in the ledger but missing from result.json")
+        elif c.epsilon_in_result is None:
+            found.append(f"{c.client}: result.json ε must be a number; got {type(value).__name__}")
+    extra = sorted(set(reported) - ledger_clients)
+    if extra:
+        found.append(f"result.json reports clients the ledger does not hold: {extra[:5]}")
+    return found
+
+
+def _pin_findings(privacy: Mapping[str, Any]) -> list[str]:
+    """result.json's privacy block must match the pin it carries (publish the pin)."""
+    pin = privacy.get("pin")
+    if not isinstance(pin, str):
+        return ["result.json privacy block carries no pin: its numbers are not bound to the ledger"]
+    try:
+        expected = pin_digest(dict(privacy))
+    except PrivacyError:
+        return ["result.json privacy block must be finite JSON to verify its pin"]
+    if expected != pin:
+        return ["result.json privacy block does not match its pin: it was edited after the run"]
+    return []
 
 
 # ----------------------------------------------------------------- checks
@@ -297,7 +424,7 @@ def _recompute_finding(ledger: PrivacyLedger) -> list[str]:
 
 
 def _guarantee(
-    ledger: PrivacyLedger, clients: list[ClientStatus], findings: list[str]
+    ledger: PrivacyLedger, clients: list[ClientStatus], findings: list[str], privacy_pin: Any
 ) -> dict[str, Any]:
     spends = ledger.entries(kind=KIND_DPSGD)
     first = spends[0].body
@@ -335,6 +462,7 @@ def _guarantee(
             "client-level participation (see the client-level ledger when present)",
         ],
         "statement": _statement(first, eps_max, covered),
+        "pin": privacy_pin,
     }
 
 
@@ -347,11 +475,13 @@ def _statement(first: Mapping[str, Any], eps_max: float, covered: bool) -> str:
     sampling = str(first.get("sampling"))
     sampling = "Poisson" if sampling == "poisson" else sampling
     return (
-        f"Each client's released model updates satisfy (ε, δ)-DP with ε ≤ {eps_max:.3g} and "
+        f"Each client's released model updates satisfy (ε, δ)-DP with "
+        f"ε ≤ {accounting.format_epsilon(eps_max)} and "
         f"δ = {first.get('delta'):g}, for the unit '{first.get('unit')}' under "
         f"{first.get('adjacency')} adjacency with {sampling} sampling, composed over every "
         f"DP-SGD step of every round by {first.get('accountant')} (RDP as cross-check). "
-        f"{cover}. Hyperparameter tuning is not accounted."
+        f"{cover}. Hyperparameter tuning is not accounted. "
+        f"Threat model: {first.get('threat_model')}."
     )
 
 
@@ -428,6 +558,12 @@ def run_canary_audit(
     )
     bound = stats.one_run_audit(result.scores, result.included, delta=delta)
     fit = stats.gaussian_fit_estimate(result.scores, result.included, delta=delta)
+    noise_check = stats.noise_scale_check(
+        result.noise_squares,
+        result.included,
+        samples_per_canary=result.noise_samples_per_canary,
+        claimed_std=noise_multiplier * clip_norm,
+    )
     return CanaryAudit(
         audited_client=client,
         noise_multiplier=noise_multiplier,
@@ -454,9 +590,28 @@ def run_canary_audit(
             f"{canaries} isolated-coordinate canaries each included with probability 1/2 "
             "(CSPRNG), trained through privacy.dpsgd.train_dp_sgd, every intermediate model "
             "observed, per-step likelihood-ratio scores; guess counts fixed in advance, "
-            f"Bonferroni over {len(bound.guess_counts)} counts"
+            f"Bonferroni over {len(bound.guess_counts)} counts; plus the noise std actually "
+            "applied, estimated from the excluded canaries' pure-noise columns (χ² interval)"
         ),
+        noise=noise_check,
     )
+
+
+def _noise_findings(check: stats.NoiseScaleCheck) -> list[str]:
+    """A noise std outside the claim (either way), or a check too weak to tell."""
+    if check.verdict == stats.NOISE_OK:
+        return []
+    if check.verdict == stats.NOISE_UNDERPOWERED:
+        return [
+            f"noise-scale check underpowered: {check.samples} pure-noise samples cannot "
+            "resolve a 10% shortfall; use more canaries"
+        ]
+    return [
+        f"noise-scale check {check.verdict}: applied noise std {check.estimated_std:.4g} is "
+        f"{check.ratio:.3f}× the claimed σ·C = {check.claimed_std:.4g} (interval "
+        f"{check.ratio_low:.3f}–{check.ratio_high:.3f}, {check.samples} samples): the ledger "
+        "does not describe the mechanism that runs"
+    ]
 
 
 def _canary_warnings(audit: CanaryAudit) -> list[str]:
@@ -466,7 +621,7 @@ def _canary_warnings(audit: CanaryAudit) -> list[str]:
         out.append(
             f"note: the claimed ε {audit.theoretical_epsilon:.3f} is above what {audit.canaries} "
             f"canaries can certify ({audit.ceiling:.3f}); the bound checks consistency but could "
-            "not reveal a violation at this ε"
+            "not reveal a violation at this ε (the noise-scale check can)"
         )
     if audit.gaussian_epsilon_estimate > SUSPICIOUS_ESTIMATE_RATIO * audit.theoretical_epsilon:
         out.append(
@@ -520,6 +675,7 @@ def audit_run(
     run_dir = Path(run_dir)
     result = _read_result(run_dir)
     privacy = result["privacy"]
+    _check_rounds(result)
     ledger = _open_ledger(run_dir, privacy)
     try:
         report = _build_report(
@@ -550,9 +706,15 @@ def _build_report(
         raise RunDirectoryError("ledger must hold at least one DP-SGD entry; got none")
     client_level = _client_statuses(ledger, KIND_CLIENT_LEVEL, {})
     findings = (
-        _coverage_findings(result, ledger) + _epsilon_findings(clients) + _recompute_finding(ledger)
+        _pin_findings(privacy)
+        + _ledger_findings(ledger, KIND_DPSGD)
+        + _ledger_findings(ledger, KIND_CLIENT_LEVEL)
+        + _reported_findings(privacy, clients)
+        + _coverage_findings(result, ledger)
+        + _epsilon_findings(clients)
+        + _recompute_finding(ledger)
     )
-    guarantee = _guarantee(ledger, clients, findings)
+    guarantee = _guarantee(ledger, clients, findings, privacy.get("pin"))
     caveats: list[str] = []
     audit = None
     mechanism = _audited_mechanism(ledger, clients) if canary else None
@@ -581,6 +743,7 @@ def _build_report(
                 f"ε {audit.theoretical_epsilon:.3f}: the DP implementation or its accounting is "
                 "broken"
             )
+        findings += _noise_findings(audit.noise)
         caveats += _canary_warnings(audit)
     scheme = result.get("scheme")
     return AuditReport(
@@ -671,6 +834,10 @@ def plot_epsilon_over_rounds(report: AuditReport, path: Path) -> None:
         plt.close(fig)
 
 
+def _floor(value: float | None) -> str:
+    return "—" if value is None else f"{math.floor(value * 1000) / 1000:.3f}"
+
+
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "—" if value is None else format(value, spec)
 
@@ -679,10 +846,10 @@ def _budget_rows(clients: list[ClientStatus]) -> list[list[str]]:
     return [
         [
             c.client,
-            _fmt(c.epsilon_spent),
-            _fmt(c.epsilon_rdp),
+            accounting.format_epsilon(c.epsilon_spent),  # every ε rounded up
+            accounting.format_epsilon(c.epsilon_rdp),
             _fmt(c.budget_epsilon, "g"),
-            _fmt(c.remaining_epsilon),
+            _floor(c.remaining_epsilon),  # what is left rounds down
             str(c.rounds_trained),
             "—" if c.remaining_rounds is None else str(c.remaining_rounds),
         ]
@@ -709,7 +876,11 @@ def _canary_rows(a: CanaryAudit) -> list[tuple[str, str]]:
             f"q={a.sample_rate:.4g}, C={a.clip_norm:g}, {a.steps} steps"
             + ("" if a.steps == a.steps_in_run else f" (of {a.steps_in_run}; capped)"),
         ),
-        ("theoretical ε", f"{a.theoretical_epsilon:.3f} (δ={a.delta:g}, accountant of record)"),
+        (
+            "theoretical ε",
+            f"{accounting.format_epsilon(a.theoretical_epsilon)} (δ={a.delta:g}, "
+            "accountant of record)",
+        ),
         (
             f"{1 - a.beta:.0%} lower bound",
             f"{a.lower_bound:.3f} ({a.correct}/{a.guesses} correct guesses, {a.canaries} canaries)",
@@ -720,6 +891,13 @@ def _canary_rows(a: CanaryAudit) -> list[tuple[str, str]]:
         ),
         ("verdict", a.verdict),
         ("bound ceiling", f"{a.ceiling:.3f} (all guesses right; larger ε cannot be certified)"),
+        (
+            "applied noise std",
+            f"{a.noise.estimated_std:.4g} = {a.noise.ratio:.4f}× the claimed σ·C "
+            f"(interval {a.noise.ratio_low:.4f}–{a.noise.ratio_high:.4f}, "
+            f"{a.noise.samples} pure-noise samples)",
+        ),
+        ("noise-scale verdict", a.noise.verdict),
         ("seconds", f"{a.seconds:.1f}"),
     ]
 
@@ -735,7 +913,7 @@ def render_markdown(report: AuditReport) -> str:
         f"- **Sampling:** {g['sampling']}",
         f"- **Accountant:** {g['accountant']}; cross-check: {g['cross_check']}",
         f"- **δ:** {g['delta']:g}",
-        f"- **Largest ε:** {g['epsilon_max']:.3f} — {g['strength']}",
+        f"- **Largest ε:** {accounting.format_epsilon(g['epsilon_max'])} — {g['strength']}",
         f"- **Checkpoints:** {g['checkpoints']}",
         f"- **Threat model:** {g['threat_model']}",
         "- **Not accounted:** " + "; ".join(g["not_accounted"]),
@@ -768,7 +946,12 @@ def render_markdown(report: AuditReport) -> str:
             "",
         ]
     lines += ["## Findings", ""]
-    lines += [f"- {f}" for f in report.findings] or ["None: every check passed."]
+    lines += [f"- {f}" for f in report.findings] or [
+        "None: every check passed."
+        if report.passed
+        else "None, but the audit is incomplete: no check that could fail at this ε "
+        "(the applied noise scale) ran."
+    ]
     if report.caveats:
         lines += ["", "## Caveats", ""] + [f"- {c}" for c in report.caveats]
     lines += ["", f"![ε over rounds]({AUDIT_PLOT})", ""]

@@ -268,3 +268,83 @@ def gaussian_fit_estimate(
 def verdict(lower_bound: float, theoretical_epsilon: float) -> str:
     """``"VIOLATION"`` when the empirical lower bound exceeds the claimed ε."""
     return VIOLATION if lower_bound > theoretical_epsilon else CONSISTENT
+
+
+# ----------------------------------------------------------------- noise scale
+
+#: Relative deviation of the applied noise std from the claimed one that fails the
+#: audit once the confidence interval excludes it ("to ~1%").
+NOISE_TOLERANCE = 0.01
+#: Two-sided confidence level of the noise-scale interval: an honest run fails with
+#: probability ≤ 1e-6 per audit.
+NOISE_ALPHA = 1e-6
+#: The check must be able to see a 10% shortfall, else it is reported as underpowered.
+NOISE_MAX_HALF_WIDTH = 0.10
+NOISE_OK = "consistent"
+NOISE_TOO_LOW = "VIOLATION: less noise than claimed"
+NOISE_TOO_HIGH = "MISMATCH: more noise than claimed"
+NOISE_UNDERPOWERED = "UNDERPOWERED"
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseScaleCheck:
+    """The noise standard deviation actually applied, estimated from pure-noise coordinates.
+
+    Independent of ε: it compares the applied std with the claimed σ·C directly,
+    so a noise bug of any size beyond the interval is caught at every ε.
+    """
+
+    claimed_std: float
+    estimated_std: float
+    ratio: float  # estimated / claimed
+    ratio_low: float  # (1 − NOISE_ALPHA) interval of the ratio
+    ratio_high: float
+    samples: int
+    tolerance: float
+    verdict: str
+
+
+def noise_scale_check(
+    squares: Sequence[float] | np.ndarray,
+    included: Sequence[bool] | np.ndarray,
+    *,
+    samples_per_canary: int,
+    claimed_std: float,
+    tolerance: float = NOISE_TOLERANCE,
+    alpha: float = NOISE_ALPHA,
+) -> NoiseScaleCheck:
+    """Estimate the applied noise std from the excluded canaries' columns (χ² interval).
+
+    ``squares[i]`` is the sum of ``samples_per_canary`` squared zero-mean Gaussian
+    draws when canary ``i`` is excluded, so Σ squares / σ² ~ χ²_N over the excluded
+    canaries. The verdict fails when the interval lies wholly below (VIOLATION) or
+    above (MISMATCH) the claim by more than ``tolerance``, and says UNDERPOWERED when
+    the interval is too wide to see a 10% shortfall.
+    """
+    sq = np.asarray(squares, dtype=np.float64)
+    inc = np.asarray(included, dtype=bool)
+    if sq.shape != inc.shape or sq.ndim != 1:
+        raise PrivacyParameterError("squares and included must be 1-D of the same length")
+    k = _check_int("samples_per_canary", samples_per_canary, 1)
+    if not (math.isfinite(claimed_std) and claimed_std > 0):
+        raise PrivacyParameterError(f"claimed_std must be positive and finite; got {claimed_std}")
+    n = int((~inc).sum()) * k
+    if n == 0:
+        return NoiseScaleCheck(
+            claimed_std, math.nan, math.nan, 0.0, math.inf, 0, tolerance, NOISE_UNDERPOWERED
+        )
+    variance = float(sq[~inc].sum()) / n
+    estimated = math.sqrt(variance)
+    ratio = estimated / claimed_std
+    # σ_true² ∈ [N s² / χ²_{1−α/2}, N s² / χ²_{α/2}]
+    low = ratio * math.sqrt(n / float(stats.chi2.ppf(1 - alpha / 2, n)))
+    high = ratio * math.sqrt(n / float(stats.chi2.ppf(alpha / 2, n)))
+    if high < 1 - tolerance:
+        verdict = NOISE_TOO_LOW
+    elif low > 1 + tolerance:
+        verdict = NOISE_TOO_HIGH
+    elif (high - low) / 2 > NOISE_MAX_HALF_WIDTH:
+        verdict = NOISE_UNDERPOWERED
+    else:
+        verdict = NOISE_OK
+    return NoiseScaleCheck(claimed_std, estimated, ratio, low, high, n, tolerance, verdict)

@@ -1,4 +1,4 @@
-"""Threshold CKKS secure aggregation (scheme ``ckks``): t-of-n key holders, sum-only CKKS."""
+"""Threshold CKKS secure aggregation (scheme ``ckks``): one-shot, key-additive, t-of-n."""
 
 from secagg.ckks.params import (
     PRESETS,

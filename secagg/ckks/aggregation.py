@@ -1,36 +1,51 @@
-"""Round roles: clients encrypt under the joint key; the server sums and fuses shares.
+"""Round roles: clients encrypt under fresh keys and share them; the server sums and opens.
 
-The server sums the raw RNS residues of the accepted ciphertexts in numpy
-(lazily: residues < 2^48, so up to 2^15 terms fit a uint64 before reduction),
-never building a SEAL object per client. At its deadline it asks every holder
-to decrypt the aggregate's c1, bound by a digest to the accepted submissions;
-at the next deadline it fuses any t shares with integer Lagrange weights and
-decodes. It never holds a secret key, a key share or a client's plaintext.
+Client i, once per round: a fresh ternary kᵢ; c0ᵢⱼ = −aⱼ·kᵢ − eᵢⱼ + Encode_Δ(mᵢⱼ)
+for the committee's public aⱼ; t-of-n Shamir shares of kᵢ (per prime), each in
+an AEAD envelope to one holder; an Ed25519 signature over (session, round,
+round parameters, ciphertext digest, envelope digests). One message, then it
+may leave.
+
+Server: verifies every submission on arrival and excludes (and records) a bad
+one; sums the accepted c0s in numpy (lazily: residues < 2^48, so 2^15 terms fit
+a uint64); at its deadline asks every holder for its share sum over the accepted
+set S; validates each answer on arrival; at the next deadline interpolates K_S
+from t consistent answers (more answers are cross-checked) and has SEAL decrypt
+(Σc0, a) under K_S. It never holds a single client's key or plaintext: it learns
+the sum, K_S and (implicitly) Σeᵢ.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+import itertools
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secagg.ckks import channels, transcript
+from secagg import channels
 from secagg.ckks import residues as rns
+from secagg.ckks import transcript
+from secagg.ckks.ceremony import verify_endorsement
 from secagg.ckks.context import CkksEngine
+from secagg.ckks.holder import envelope_key
 from secagg.ckks.messages import (
-    FORMAT_VERSION,
+    BROADCAST,
+    CkksRoundParams,
     CkksSubmission,
-    DecryptRequest,
-    PartialDecryption,
-    SubmissionReceipt,
+    ShareComplaint,
+    ShareRequest,
+    ShareSum,
 )
 from secagg.errors import (
-    DecodeError,
     InconsistentViewError,
     InsufficientParticipantsError,
+    IntegrityError,
+    ParameterError,
+    SecAggError,
     UnexpectedPhaseError,
 )
+from secagg.identity import PartyKeys, Roster
 from secagg.protocol import (
     SERVER,
     Aggregate,
@@ -40,9 +55,43 @@ from secagg.protocol import (
     check_round,
     check_vector,
 )
-from secagg.wire import Message
+from secagg.rand import Csprng
+from secagg.wire import Message, encode
 
 MAX_LAZY_TERMS = 1 << 15
+MAX_SUBSETS = 256  # t-subsets tried when holder answers disagree
+
+
+def check_round_params(engine: CkksEngine, roster: Roster, params: CkksRoundParams) -> None:
+    """What a party checks before taking part: its own parameters, roster and the CRS.
+
+    Raises:
+        InconsistentViewError: other parameters, or a cohort outside the roster.
+        IntegrityError: a missing or invalid holder endorsement of the CRS seed, or a
+            roster other than this party's own (a substituted committee).
+    """
+    if not isinstance(params, CkksRoundParams) or params.sender != SERVER:
+        raise InconsistentViewError("round parameters must be CkksRoundParams from the server")
+    if params.params_digest != engine.params_digest:
+        raise InconsistentViewError("round parameters must be this federation's")
+    if params.roster_digest != roster.digest:
+        raise IntegrityError("holder roster")
+    committee = roster.of_kind("holder")
+    if len(committee) != engine.params.committee or len(params.endorsements) != len(committee):
+        raise IntegrityError("CRS certificate")
+    payload = transcript.crs_payload(
+        params.federation, roster.digest, params.crs_seed, engine.params_digest
+    )
+    for holder, signature in zip(committee, params.endorsements, strict=True):
+        verify_endorsement(roster, holder, signature, payload)
+    cohort = params.cohort
+    clients = set(roster.of_kind("client"))
+    if len(set(cohort)) != len(cohort) or not set(cohort) <= clients:
+        raise InconsistentViewError("cohort must be distinct clients of the roster")
+    if len(cohort) > engine.params.max_clients:
+        raise InconsistentViewError(
+            f"cohort must have ≤ max_clients = {engine.params.max_clients}; got {len(cohort)}"
+        )
 
 
 class ClientPhase(enum.Enum):
@@ -52,12 +101,16 @@ class ClientPhase(enum.Enum):
 
 class ServerPhase(enum.Enum):
     COLLECT = enum.auto()
-    DECRYPT = enum.auto()
+    OPEN = enum.auto()
     DONE = enum.auto()
 
 
 class CkksClient(ClientRole):
-    """Encrypts its update with the joint public key; holds no secret key."""
+    """Encrypts its update under a fresh key and shares the key with the committee.
+
+    Security: holds its identity keys and, inside :meth:`protect` only, the fresh
+    secret kᵢ; kᵢ leaves only as Shamir shares inside AEAD envelopes.
+    """
 
     TRANSITIONS: dict[enum.Enum, tuple[type[Message], ...]] = {
         ClientPhase.READY: (),
@@ -68,59 +121,97 @@ class CkksClient(ClientRole):
         self,
         party: PartyId,
         engine: CkksEngine,
-        encryptor: object,
-        session: bytes,
-        round_index: int,
-        dim: int,
-        holders: Sequence[PartyId],
+        roster: Roster,
+        params: CkksRoundParams,
+        keys: PartyKeys,
+        *,
+        rng: Csprng,
     ) -> None:
         super().__init__(party, ClientPhase.READY)
+        if keys.party != party or roster.get(party) != keys.public:
+            raise ParameterError(f"client keys must match its roster entry; got {party}")
+        check_round_params(engine, roster, params)
+        if party not in params.cohort:
+            raise InconsistentViewError(f"{party} must be in the round's cohort")
         self._engine = engine
-        self._encryptor = encryptor
-        self._session = session
-        self._round = round_index
-        self._dim = dim
-        self._holders = tuple(holders)
+        self._roster = roster
+        self._params = params
+        self._params_digest = transcript.round_params_digest(encode(params))
+        self._keys = keys
+        self._rng = rng
 
     def protect(self, vector: np.ndarray) -> list[Message]:
-        """Encrypt ``vector``; send it to the server and a receipt of its digest to each holder.
+        """Encrypt ``vector`` and share this round's key: the client's one message.
 
-        Security: the plaintext update is only ever encrypted under the joint key.
+        Security: the fresh key kᵢ is dropped when this returns.
         """
         if self.phase is not ClientPhase.READY:
             raise UnexpectedPhaseError(f"{self.party} must protect once per round")
-        eng = self._engine
-        values = check_vector(vector, self._dim, bound=eng.params.value_bound)
-        count = eng.ciphertext_count(self._dim)
+        eng, p = self._engine, self._params
+        values = check_vector(vector, p.dim, bound=eng.params.value_bound)
+        count = eng.ciphertext_count(p.dim)
         padded = np.zeros(count * eng.degree, dtype=np.float64)
-        padded[: self._dim] = values
-        cts = eng.seal.encrypt(self._encryptor, padded, eng.params.scale)
-        payload = rns.pack(cts, eng.data_primes)
-        digest = transcript.submission_digest(self._session, self._round, self.party, payload)
+        padded[: p.dim] = values
+        secret_key, rows = eng.seal.fresh_secret(rng=self._rng)
+        c0 = eng.seal.encrypt_c0(secret_key, padded, eng.params.scale, eng.crs(p.crs_seed, count))
+        residues = rns.pack(c0, eng.data_primes)
+        ephemeral = channels.new_agreement_key(rng=self._rng.fork("ckks/ephemeral"))
+        eph_public = channels.public_bytes(ephemeral)
+        envelopes = self._envelopes(rows, ephemeral, eph_public)
+        del secret_key, rows
+        ct_digest = transcript.blob_digest("ciphertext", residues)
+        payload = transcript.receipt_payload(
+            p.session,
+            p.round,
+            self._params_digest,
+            ct_digest,
+            eph_public,
+            [transcript.blob_digest("envelope", e) for e in envelopes],
+        )
         self.phase = ClientPhase.SENT
-        out: list[Message] = [
+        return [
             CkksSubmission(
-                session=self._session,
-                round=self._round,
+                session=p.session,
+                round=p.round,
                 sender=self.party,
                 recipient=SERVER,
-                version=FORMAT_VERSION,
-                params_digest=eng.params_digest,
                 count=count,
-                residues=payload,
+                residues=residues,
+                ephemeral=eph_public,
+                envelopes=envelopes,
+                signature=channels.sign(self._keys.signing, transcript.RECEIPT_PURPOSE, payload),
             )
         ]
-        out += [
-            SubmissionReceipt(
-                session=self._session,
-                round=self._round,
-                sender=self.party,
-                recipient=h,
-                digest=digest,
+
+    def _shares(self, rows: np.ndarray) -> np.ndarray:
+        """t-of-n Shamir shares ``(n, k, N)`` of kᵢ's NTT rows, one sharing per prime."""
+        eng = self._engine
+        n = eng.params.committee
+        shares = np.empty((n, eng.k, eng.degree), dtype=np.uint64)
+        for j, q in enumerate(eng.data_primes):
+            shares[:, j] = rns.shamir_share(
+                rows[j],
+                threshold=eng.params.threshold,
+                xs=list(range(1, n + 1)),
+                prime=q,
+                rng=self._rng.fork(f"ckks/shamir/{j}"),
             )
-            for h in self._holders
-        ]
-        return out
+        return shares
+
+    def _envelopes(
+        self, rows: np.ndarray, ephemeral: X25519PrivateKey, eph_public: bytes
+    ) -> tuple[bytes, ...]:
+        eng, p = self._engine, self._params
+        committee = self._roster.of_kind("holder")
+        out = []
+        for holder, share in zip(committee, self._shares(rows), strict=True):
+            shared = channels.agree(ephemeral, self._roster[holder].agreement)
+            key = envelope_key(shared, p.session, p.round, self.party, holder, eph_public)
+            header = transcript.envelope_header(
+                p.session, p.round, self._params_digest, self.party, holder
+            )
+            out.append(channels.seal(key, rns.pack(share, eng.data_primes), header))
+        return tuple(out)
 
     def handle(self, msg: Message) -> list[Message]:
         self.expect(msg)  # clients accept nothing after submitting: always raises
@@ -128,161 +219,202 @@ class CkksClient(ClientRole):
 
 
 class CkksAggregator(AggregationServer):
-    """Sums ciphertexts, requests shares, fuses any t of them (the combiner)."""
+    """Sums c0s, collects the holders' share sums, opens K_S and decrypts the sum."""
 
     TRANSITIONS: dict[enum.Enum, tuple[type[Message], ...]] = {
         ServerPhase.COLLECT: (CkksSubmission,),
-        ServerPhase.DECRYPT: (PartialDecryption,),
+        ServerPhase.OPEN: (ShareSum, ShareComplaint),
         ServerPhase.DONE: (),
     }
 
-    def __init__(
-        self,
-        engine: CkksEngine,
-        session: bytes,
-        round_index: int,
-        cohort: Sequence[PartyId],
-        dim: int,
-        roster: Mapping[PartyId, bytes],
-        min_clients: int,
-    ) -> None:
+    def __init__(self, engine: CkksEngine, roster: Roster, params: CkksRoundParams) -> None:
         super().__init__(SERVER, ServerPhase.COLLECT)
+        check_round_params(engine, roster, params)
         self._engine = engine
-        self._session = session
-        self._round = round_index
-        self._cohort = tuple(cohort)
-        self._dim = dim
-        self._roster = dict(roster)  # public identity keys only
-        self._holders = tuple(roster)
-        self._min_clients = min_clients
-        self._count = engine.ciphertext_count(dim)
-        per_prime = self._count * 2 * engine.degree
-        self._acc = np.zeros((engine.k, per_prime), dtype=np.uint64)
+        self._roster = roster
+        self._params = params
+        self._frame = encode(params)
+        self._params_digest = transcript.round_params_digest(self._frame)
+        self._committee = roster.of_kind("holder")
+        self._cohort = params.cohort
+        self._count = engine.ciphertext_count(params.dim)
+        self._acc = np.zeros((engine.k, self._count * engine.degree), dtype=np.uint64)
         self._scratch = np.empty_like(self._acc)
         self._lazy_terms = 0
-        self._digests: dict[PartyId, bytes] = {}
-        self._c0: np.ndarray | None = None
+        self._receipts: dict[PartyId, CkksSubmission] = {}
+        self._ct_digests: dict[PartyId, bytes] = {}
+        self._env_digests: dict[PartyId, tuple[bytes, ...]] = {}
+        self._accepted: tuple[PartyId, ...] = ()
         self._request_digest = b""
-        self._shares: dict[PartyId, bytes] = {}
+        self._answers: dict[PartyId, np.ndarray] = {}
+        self.rejected: dict[PartyId, str] = {}  # client → why its submission was excluded
+        self.accused: dict[PartyId, set[PartyId]] = {}  # client → holders it gave bad envelopes
+        self.faulty_holders: dict[PartyId, str] = {}
         self._result: Aggregate | None = None
+
+    @property
+    def round_params(self) -> CkksRoundParams:
+        return self._params
 
     def start(self) -> list[Message]:
         return []
 
     def handle(self, msg: Message) -> list[Message]:
         self.expect(msg)
-        check_round(msg, self._session, self._round)
         if isinstance(msg, CkksSubmission):
             self._accept(msg)
-        elif isinstance(msg, PartialDecryption):
-            self._collect_share(msg)
+        elif isinstance(msg, ShareSum | ShareComplaint):
+            self._collect(msg)
         return []
 
+    # -- collection ----------------------------------------------------------------
+
     def _accept(self, msg: CkksSubmission) -> None:
-        eng = self._engine
-        if msg.sender not in self._cohort:
-            raise InconsistentViewError(f"sender must be in the round's cohort; got {msg.sender}")
-        if msg.sender in self._digests:
-            raise InconsistentViewError(f"{msg.sender} must submit once; got a duplicate")
-        if msg.params_digest != eng.params_digest:
-            raise DecodeError("submission must use this federation's parameters")
-        if msg.count != self._count:
-            raise DecodeError(f"submission must hold {self._count} ciphertexts; got {msg.count}")
-        # decode (validates every residue < qⱼ) before touching the running sum
-        part = rns.unpack_into(msg.residues, eng.data_primes, self._acc.shape[1], self._scratch)
+        """Verify on arrival; a bad submission is excluded and recorded, never fatal.
+
+        A rejection does not block the sender: anyone can send a bad frame under an
+        honest client's name, so only a valid, signed submission counts (once).
+        """
+        if msg.sender in self._receipts:
+            return  # the first valid submission stands; a repeat is never summed
+        try:
+            check_round(msg, self._params.session, self._params.round)
+            part = self._verify(msg)
+        except SecAggError as exc:
+            self.rejected[msg.sender] = f"{type(exc).__name__}: {exc}"
+            return
+        self.rejected.pop(msg.sender, None)
         if self._lazy_terms == MAX_LAZY_TERMS - 1:
-            rns.reduce_rows(self._acc, eng.data_primes)
+            rns.reduce_rows(self._acc, self._engine.data_primes)
             self._lazy_terms = 0
         rns.accumulate(self._acc, part)
         self._lazy_terms += 1
-        self._digests[msg.sender] = transcript.submission_digest(
-            self._session, self._round, msg.sender, msg.residues
+        self._receipts[msg.sender] = msg
+
+    def _verify(self, msg: CkksSubmission) -> np.ndarray:
+        eng = self._engine
+        if msg.sender not in self._cohort:
+            raise InconsistentViewError(f"sender must be in the round's cohort; got {msg.sender}")
+        if msg.count != self._count:
+            raise InconsistentViewError(f"submission must hold {self._count} ciphertexts")
+        n = len(self._committee)
+        size = rns.packed_size(eng.data_primes, eng.degree) + channels.AEAD_TAG_BYTES
+        if len(msg.envelopes) != n or any(len(e) != size for e in msg.envelopes):
+            raise InconsistentViewError(f"submission must carry {n} envelopes of {size} bytes")
+        part = rns.unpack_into(msg.residues, eng.data_primes, self._acc.shape[1], self._scratch)
+        ct_digest = transcript.blob_digest("ciphertext", msg.residues)
+        env_digests = tuple(transcript.blob_digest("envelope", e) for e in msg.envelopes)
+        payload = transcript.receipt_payload(
+            msg.session, msg.round, self._params_digest, ct_digest, msg.ephemeral, env_digests
         )
+        channels.verify(
+            self._roster[msg.sender].signing, msg.signature, transcript.RECEIPT_PURPOSE, payload
+        )
+        self._ct_digests[msg.sender] = ct_digest
+        self._env_digests[msg.sender] = env_digests
+        return part
 
     def advance(self) -> list[Message]:
         if self.phase is ServerPhase.COLLECT:
-            return self._request_decryption()
-        if self.phase is ServerPhase.DECRYPT:
-            self._fuse()
+            return self._request_shares()
+        if self.phase is ServerPhase.OPEN:
+            self._open()
             return []
         raise UnexpectedPhaseError(f"server in phase {self.phase.name} has no deadline")
 
-    def _request_decryption(self) -> list[Message]:
-        eng = self._engine
-        self.phase = ServerPhase.DECRYPT
-        accepted = tuple(p for p in self._cohort if p in self._digests)
-        if len(accepted) < self._min_clients:
+    def _request_shares(self) -> list[Message]:
+        self.phase = ServerPhase.OPEN
+        accepted = tuple(p for p in self._cohort if p in self._receipts)
+        floor = self._engine.params.floor(len(self._cohort))
+        if len(accepted) < floor:
             self.phase = ServerPhase.DONE
             raise InsufficientParticipantsError(
-                f"contributors must be at least {self._min_clients}; got {len(accepted)}"
+                f"contributors must be at least the floor {floor}; got {len(accepted)}"
             )
-        rns.reduce_rows(self._acc, eng.data_primes)
-        total = self._acc.reshape(eng.k, self._count, 2, eng.degree)
-        self._c0 = np.ascontiguousarray(total[:, :, 0])
-        c1_bytes = rns.pack(np.ascontiguousarray(total[:, :, 1]), eng.data_primes)
-        self._acc = self._scratch = np.empty((0, 0), dtype=np.uint64)  # release the buffers
-        c0_digest = transcript.blob_digest("aggregate-c0", rns.pack(self._c0, eng.data_primes))
-        digests = tuple(self._digests[p] for p in accepted)
-        self._request_digest = transcript.request_digest(
-            self._session,
-            self._round,
-            accepted,
-            digests,
-            c0_digest,
-            transcript.blob_digest("aggregate-c1", c1_bytes),
-        )
         self._accepted = accepted
-        return [
-            DecryptRequest(
-                session=self._session,
-                round=self._round,
-                sender=SERVER,
-                recipient=h,
-                accepted=accepted,
-                submission_digests=digests,
-                c0_digest=c0_digest,
-                count=self._count,
-                c1_residues=c1_bytes,
-                digest=self._request_digest,
+        receipts = [self._receipts[p] for p in accepted]
+        ct_digests = tuple(self._ct_digests[p] for p in accepted)
+        env_digests = tuple(d for p in accepted for d in self._env_digests[p])
+        self._request_digest = transcript.request_digest(
+            self._frame, accepted, ct_digests, env_digests
+        )
+        out: list[Message] = []
+        for h_index, holder in enumerate(self._committee):
+            out.append(
+                ShareRequest(
+                    session=self._params.session,
+                    round=self._params.round,
+                    sender=SERVER,
+                    recipient=holder,
+                    round_params=self._frame,
+                    accepted=accepted,
+                    ct_digests=ct_digests,
+                    ephemerals=tuple(m.ephemeral for m in receipts),
+                    envelope_digests=env_digests,
+                    signatures=tuple(m.signature for m in receipts),
+                    envelopes=tuple(m.envelopes[h_index] for m in receipts),
+                )
             )
-            for h in self._holders
-        ]
+        self._receipts = {}  # the envelopes are forwarded; the c0s are already summed
+        return out
 
-    def _collect_share(self, msg: PartialDecryption) -> None:
-        if msg.sender not in self._roster:
-            raise InconsistentViewError(f"shares must come from key holders; got {msg.sender}")
-        if msg.sender in self._shares:
-            raise InconsistentViewError(f"{msg.sender} must send one share; got a duplicate")
-        if msg.digest != self._request_digest:
-            raise InconsistentViewError(f"share of {msg.sender} answers another request")
-        channels.verify(msg, self._roster)
-        self._shares[msg.sender] = msg.residues
+    def _collect(self, msg: ShareSum | ShareComplaint) -> None:
+        """Validate a holder's answer on arrival; a bad one is recorded and ignored."""
+        holder = msg.sender
+        if holder not in self._committee or holder in self._answers:
+            self.faulty_holders[holder] = "not a committee member, or answered twice"
+            return
+        try:
+            check_round(msg, self._params.session, self._params.round)
+            transcript.verify_message(msg, self._roster[holder].signing)
+            if msg.request_digest != self._request_digest:
+                raise InconsistentViewError("answer must be for this round's request")
+            if isinstance(msg, ShareComplaint):
+                for client in msg.accused:
+                    if client in self._accepted:
+                        self.accused.setdefault(client, set()).add(holder)
+                return
+            eng = self._engine
+            self._answers[holder] = rns.unpack_into(msg.residues, eng.data_primes, eng.degree)
+        except SecAggError as exc:
+            self.faulty_holders[holder] = f"{type(exc).__name__}: {exc}"
 
-    def _fuse(self) -> None:
+    # -- opening -------------------------------------------------------------------
+
+    def _open(self) -> None:
         eng = self._engine
         self.phase = ServerPhase.DONE
         t = eng.params.threshold
-        responders = [h for h in self._holders if h in self._shares]
-        if len(responders) < t or self._c0 is None:
+        if len(self._answers) < t:
+            blame = f"; clients with bad envelopes: {sorted(self.accused)}" if self.accused else ""
             raise InsufficientParticipantsError(
-                f"decryption shares must number at least t = {t}; got {len(responders)}"
+                f"valid share sums must number at least t = {t}; got {len(self._answers)}{blame}"
             )
-        chosen = responders[:t]
-        per_prime = self._count * eng.degree
-        shares = {
-            self._holders.index(h) + 1: rns.unpack_into(
-                self._shares[h], eng.data_primes, per_prime
-            ).reshape(eng.k, self._count, eng.degree)
-            for h in chosen
-        }
-        values = fuse_shares(eng, self._c0, shares)[: self._dim]
-        step = eng.params.precision
-        released = np.round(values / step) * step
+        key = self._interpolate()
+        rns.reduce_rows(self._acc, eng.data_primes)
+        c0 = self._acc.reshape(eng.k, self._count, eng.degree)
+        crs = eng.crs(self._params.crs_seed, self._count)
+        values = eng.seal.decrypt_with(key, c0, crs, eng.params.scale)[: self._params.dim]
+        self._acc = self._scratch = np.empty((0, 0), dtype=np.uint64)
         self._result = Aggregate(
-            vector=released,
+            vector=values,
             contributors=self._accepted,
-            dropped=tuple(p for p in self._cohort if p not in self._digests),
+            dropped=tuple(p for p in self._cohort if p not in self._accepted),
             error_bound=eng.params.error_bound,
+        )
+
+    def _interpolate(self) -> np.ndarray:
+        """K_S from t answers; with more, the answers must agree (a bad share is caught)."""
+        holders = [h for h in self._committee if h in self._answers]
+        points = [self._committee.index(h) + 1 for h in holders]
+        rows = np.stack([self._answers[h] for h in holders])
+        return open_key(
+            rows,
+            points,
+            self._engine.params.threshold,
+            self._engine.data_primes,
+            faulty=self.faulty_holders,
+            holders=holders,
         )
 
     @property
@@ -295,16 +427,54 @@ class CkksAggregator(AggregationServer):
         return self._result
 
 
-def fuse_shares(engine: CkksEngine, c0: np.ndarray, shares: Mapping[int, np.ndarray]) -> np.ndarray:
-    """Decode D·c0 + Σⱼ (D·λⱼ)·dⱼ at scale D·Δ from shares keyed by Shamir point.
+def open_key(
+    rows: np.ndarray,
+    points: list[int],
+    threshold: int,
+    primes: tuple[int, ...],
+    *,
+    faulty: dict[PartyId, str] | None = None,
+    holders: list[PartyId] | None = None,
+) -> np.ndarray:
+    """Interpolate f(0) from share rows at ``points``; cross-check any extra rows.
 
-    ``c0`` and every share are prime-major ``(k, count, N)``; the result is the
-    decoded reals (count·N), before rounding to the release precision.
+    With exactly t rows nothing can be checked. With more, the polynomial agreeing
+    with the most rows is used if at least t+1 agree; holders off it are recorded
+    in ``faulty``. Otherwise the shares are inconsistent (a client dealt shares not
+    on one polynomial, or several holders lied) and nothing is opened.
+
+    Raises:
+        InconsistentViewError: no polynomial of degree < t agrees with t+1 answers.
     """
-    points = tuple(shares)
-    weights = engine.weights(points)
-    k, count, n = c0.shape
-    terms = [(engine.params.lagrange.denominator, c0.reshape(k, count * n))]
-    terms += [(w, shares[p].reshape(k, count * n)) for p, w in zip(points, weights, strict=True)]
-    fused = rns.weighted_sum(terms, engine.data_primes).reshape(k, count, n)
-    return engine.seal.decode(fused, engine.params.scale * engine.params.lagrange.denominator)
+    m = len(points)
+    if m == threshold:
+        return rns.interpolate(rows, points, primes)
+    best: tuple[int, tuple[int, ...], list[int]] | None = None
+    for subset in itertools.islice(itertools.combinations(range(m), threshold), MAX_SUBSETS):
+        xs = [points[i] for i in subset]
+        sub = rows[list(subset)]
+        agree = list(subset)
+        for i in range(m):
+            if i not in subset and np.array_equal(
+                rns.interpolate(sub, xs, primes, at=points[i]), rows[i]
+            ):
+                agree.append(i)
+        if best is None or len(agree) > best[0]:
+            best = (len(agree), subset, agree)
+        if len(agree) == m:
+            break
+    if best is None or best[0] < threshold + 1:
+        raise InconsistentViewError(
+            f"holder answers must agree on one key (≥ t+1 = {threshold + 1}); they do not"
+        )
+    _, subset, agree = best
+    if faulty is not None and holders is not None:
+        for i in range(m):
+            if i not in agree:
+                faulty[holders[i]] = "share sum off the polynomial of the others"
+    return rns.interpolate(rows[list(subset)], [points[i] for i in subset], primes)
+
+
+def broadcast_params(**fields: object) -> CkksRoundParams:
+    """A :class:`CkksRoundParams` addressed to everyone (the server's broadcast)."""
+    return CkksRoundParams(sender=SERVER, recipient=BROADCAST, **fields)  # type: ignore[arg-type]

@@ -1,39 +1,32 @@
-"""The key-ceremony coordinator: a relay that ends up knowing only the joint public key.
+"""Federation setup: the committee fixes the CRS seed; the server only relays.
 
-Stages (one deadline each): open → seed commits → seed reveals → public-key
-share commits + Shamir deals → public-key share reveals → confirmations.
-Every holder must take part in every stage; a silent holder aborts the
-ceremony with :class:`InsufficientParticipantsError` (re-run it with a new
-committee). The server sees signed commitments, revealed CRS contributions,
-public-key shares and AEAD ciphertexts of the Shamir shares — nothing secret.
+Stages (one deadline each): open → seed commits → seed reveals → endorsements.
+Every holder commits to a 32-byte contribution before any is revealed, so no
+holder (and not the server, which contributes nothing) can choose the seed; the
+seed is a hash of all contributions. Each holder then signs (federation id,
+roster digest, seed, parameter digest): the :class:`CrsCertificate` that every
+client verifies against its own roster before it encrypts. A silent holder
+aborts the setup with :class:`InsufficientParticipantsError` (re-run it).
+Nothing secret is exchanged: holders keep no long-lived secret but their
+identity keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
 
-import numpy as np
-
-from secagg.ckks import channels, transcript
+from secagg import channels
+from secagg.ckks import transcript
 from secagg.ckks.context import CkksEngine
-from secagg.ckks.messages import (
-    CeremonyOpen,
-    KeyConfirm,
-    KeyShareCommit,
-    KeyShareReveal,
-    Relay,
-    SeedCommit,
-    SeedReveal,
-    ShareDeal,
-)
+from secagg.ckks.messages import CeremonyOpen, CrsEndorsement, Relay, SeedCommit, SeedReveal
 from secagg.errors import (
     InconsistentViewError,
     InsufficientParticipantsError,
     IntegrityError,
     UnexpectedPhaseError,
 )
+from secagg.identity import Roster
 from secagg.protocol import SERVER, Coordinator, PartyId
 from secagg.wire import Message, encode
 
@@ -41,159 +34,125 @@ from secagg.wire import Message, encode
 class CeremonyPhase(enum.Enum):
     SEED_COMMIT = enum.auto()
     SEED_REVEAL = enum.auto()
-    KEY_COMMIT = enum.auto()
-    KEY_REVEAL = enum.auto()
-    CONFIRM = enum.auto()
+    ENDORSE = enum.auto()
     DONE = enum.auto()
 
 
 _NEXT = {
     CeremonyPhase.SEED_COMMIT: CeremonyPhase.SEED_REVEAL,
-    CeremonyPhase.SEED_REVEAL: CeremonyPhase.KEY_COMMIT,
-    CeremonyPhase.KEY_COMMIT: CeremonyPhase.KEY_REVEAL,
-    CeremonyPhase.KEY_REVEAL: CeremonyPhase.CONFIRM,
-    CeremonyPhase.CONFIRM: CeremonyPhase.DONE,
+    CeremonyPhase.SEED_REVEAL: CeremonyPhase.ENDORSE,
+    CeremonyPhase.ENDORSE: CeremonyPhase.DONE,
 }
-_STAGE = {
-    CeremonyPhase.SEED_COMMIT: 1,
-    CeremonyPhase.SEED_REVEAL: 2,
-    CeremonyPhase.KEY_COMMIT: 3,
-    CeremonyPhase.KEY_REVEAL: 4,
-}
+STAGE_COMMITS = 1
+STAGE_REVEALS = 2
 
 
 @dataclasses.dataclass(frozen=True)
-class JointPublicKey:
-    """The federation's public key (b = Σbᵢ, a) at the key level, and its digest."""
+class CrsCertificate:
+    """The committee-fixed CRS seed and every holder's endorsement (committee order)."""
 
-    b: np.ndarray
-    a: np.ndarray
-    digest: bytes
+    federation: bytes
+    seed: bytes
+    endorsements: tuple[bytes, ...]
 
 
 class CeremonyServer(Coordinator):
-    """Relays the ceremony between holders; learns the joint public key at the end."""
+    """Relays the seed ceremony between holders; ends with the CRS certificate."""
 
     TRANSITIONS: dict[enum.Enum, tuple[type[Message], ...]] = {
         CeremonyPhase.SEED_COMMIT: (SeedCommit,),
         CeremonyPhase.SEED_REVEAL: (SeedReveal,),
-        CeremonyPhase.KEY_COMMIT: (KeyShareCommit, ShareDeal),
-        CeremonyPhase.KEY_REVEAL: (KeyShareReveal,),
-        CeremonyPhase.CONFIRM: (KeyConfirm,),
+        CeremonyPhase.ENDORSE: (CrsEndorsement,),
         CeremonyPhase.DONE: (),
     }
 
-    def __init__(self, engine: CkksEngine, session: bytes, roster: Mapping[PartyId, bytes]) -> None:
+    def __init__(self, engine: CkksEngine, federation: bytes, roster: Roster) -> None:
         super().__init__(SERVER, CeremonyPhase.SEED_COMMIT)
         self._engine = engine
-        self._session = session
-        self._roster = dict(roster)
-        self._holders = tuple(roster)
-        self._inbox: list[Message] = []
+        self._federation = federation
+        self._roster = roster
+        self._holders = roster.of_kind("holder")
+        self._inbox: dict[PartyId, Message] = {}
         self._reveals: dict[PartyId, bytes] = {}
-        self._key_reveals: dict[PartyId, bytes] = {}
-        self.joint_key: JointPublicKey | None = None
+        self.certificate: CrsCertificate | None = None
 
     def start(self) -> list[Message]:
         return [
             CeremonyOpen(
-                session=self._session,
+                session=self._federation,
                 round=0,
                 sender=SERVER,
                 recipient=h,
                 params_digest=self._engine.params_digest,
+                roster_digest=self._roster.digest,
             )
             for h in self._holders
         ]
 
     def handle(self, msg: Message) -> list[Message]:
         self.expect(msg)
-        if msg.session != self._session or msg.sender not in self._roster:
+        if msg.session != self._federation or msg.sender not in self._holders:
             raise InconsistentViewError(
-                f"ceremony message must come from the roster; got {msg.sender}"
+                f"ceremony message must come from the committee; got {msg.sender}"
             )
-        channels.verify(msg, self._roster)  # cheap, and keeps forgeries out of the relay
-        if isinstance(msg, ShareDeal) and (
-            msg.target not in self._roster or msg.target == msg.sender
-        ):
-            raise InconsistentViewError(
-                f"share deal target must be another holder; got {msg.target}"
-            )
-        if any(
-            type(m) is type(msg) and m.sender == msg.sender and _same_slot(m, msg)
-            for m in self._inbox
-        ):
-            raise InconsistentViewError(
-                f"{msg.sender} must send one {type(msg).__name__} per stage"
-            )
-        self._inbox.append(msg)
+        transcript.verify_message(msg, self._roster[msg.sender].signing)
+        if msg.sender in self._inbox:
+            raise InconsistentViewError(f"{msg.sender} must send one {type(msg).__name__}")
+        self._inbox[msg.sender] = msg
         return []
 
     def advance(self) -> list[Message]:
         phase = self.phase
         if phase is CeremonyPhase.DONE:
             raise UnexpectedPhaseError("the ceremony is over")
-        self._require_everyone()
-        inbox, self._inbox = self._inbox, []
-        self.phase = _NEXT[phase]  # type: ignore[index]
-        if phase is CeremonyPhase.CONFIRM:
-            self._finish(inbox)
-            return []
-        if phase is CeremonyPhase.SEED_REVEAL:
-            self._reveals = {m.sender: m.contribution for m in inbox if isinstance(m, SeedReveal)}
-        if phase is CeremonyPhase.KEY_REVEAL:
-            self._key_reveals = {
-                m.sender: m.residues for m in inbox if isinstance(m, KeyShareReveal)
-            }
-        broadcast = [encode(m) for m in inbox if not isinstance(m, ShareDeal)]
-        out: list[Message] = []
-        for holder in self._holders:
-            private = [encode(m) for m in inbox if isinstance(m, ShareDeal) and m.target == holder]
-            out.append(
-                Relay(
-                    session=self._session,
-                    round=0,
-                    sender=SERVER,
-                    recipient=holder,
-                    stage=_STAGE[phase],  # type: ignore[index]
-                    frames=tuple(broadcast + private),
-                )
-            )
-        return out
-
-    def _require_everyone(self) -> None:
-        senders = {m.sender for m in self._inbox}
-        missing = [h for h in self._holders if h not in senders]
+        missing = [h for h in self._holders if h not in self._inbox]
         if missing:
             self.phase = CeremonyPhase.DONE
             raise InsufficientParticipantsError(
                 f"every key holder must take part in the ceremony; missing {len(missing)}"
             )
-        if self.phase is CeremonyPhase.KEY_COMMIT:
-            deals = [m for m in self._inbox if isinstance(m, ShareDeal)]
-            n = len(self._holders)
-            if len(deals) != n * (n - 1):
-                self.phase = CeremonyPhase.DONE
-                raise InsufficientParticipantsError(
-                    f"share deals must number n(n−1) = {n * (n - 1)}; got {len(deals)}"
-                )
+        inbox, self._inbox = self._inbox, {}
+        self.phase = _NEXT[phase]  # type: ignore[index]
+        if phase is CeremonyPhase.ENDORSE:
+            self._finish(inbox)
+            return []
+        if phase is CeremonyPhase.SEED_REVEAL:
+            self._reveals = {
+                h: m.contribution for h, m in inbox.items() if isinstance(m, SeedReveal)
+            }
+        stage = STAGE_COMMITS if phase is CeremonyPhase.SEED_COMMIT else STAGE_REVEALS
+        frames = tuple(encode(inbox[h]) for h in self._holders)
+        return [
+            Relay(
+                session=self._federation,
+                round=0,
+                sender=SERVER,
+                recipient=h,
+                stage=stage,
+                frames=frames,
+            )
+            for h in self._holders
+        ]
 
-    def _finish(self, confirms: list[Message]) -> None:
-        eng = self._engine
-        seed = transcript.crs_seed(self._session, [self._reveals[h] for h in self._holders])
-        joint_b = eng.sum_key_shares([eng.unpack_key(self._key_reveals[h]) for h in self._holders])
-        digest = eng.key_digest(seed, joint_b)
-        if any(not isinstance(m, KeyConfirm) or m.key_digest != digest for m in confirms):
-            raise IntegrityError("joint key confirmation")
-        self.joint_key = JointPublicKey(joint_b, eng.crs(seed), digest)
+    def _finish(self, inbox: dict[PartyId, Message]) -> None:
+        seed = transcript.crs_seed(self._federation, [self._reveals[h] for h in self._holders])
+        payload = transcript.crs_payload(
+            self._federation, self._roster.digest, seed, self._engine.params_digest
+        )
+        endorsements = []
+        for h in self._holders:
+            msg = inbox[h]
+            if not isinstance(msg, CrsEndorsement) or msg.seed != seed:
+                raise IntegrityError("CRS endorsement")
+            verify_endorsement(self._roster, h, msg.endorsement, payload)
+            endorsements.append(msg.endorsement)
+        self.certificate = CrsCertificate(self._federation, seed, tuple(endorsements))
 
     @property
     def done(self) -> bool:
         return self.phase is CeremonyPhase.DONE
 
 
-def _same_slot(a: Message, b: Message) -> bool:
-    """Same type, same sender: a duplicate, unless they are deals to different targets."""
-    if isinstance(a, ShareDeal) and isinstance(b, ShareDeal):
-        return a.target == b.target
-    return True
+def verify_endorsement(roster: Roster, holder: PartyId, signature: bytes, payload: bytes) -> None:
+    """Raises the opaque IntegrityError unless ``holder`` signed ``payload`` (roster key)."""
+    channels.verify(roster[holder].signing, signature, transcript.CRS_PURPOSE, payload)

@@ -1,46 +1,50 @@
-"""The key holder: key ceremony participant, then one smudged share per round.
+"""The key holder: fixes the CRS at setup, then releases one share sum per round.
 
-Security: a holder keeps its Ed25519 identity, its ceremony X25519 key, its
-secret key share sᵢ, the Shamir shares it received and the combined share ŝⱼ.
-It releases ŝⱼ only as c1·ŝⱼ + eⱼ with fresh smudging eⱼ, at most once per
-(session, round), and only for a request whose digest matches the round's
-accepted submissions as vouched for by the clients' receipts.
+A holder never applies a secret to data someone else chose. Per round it
+opens the share envelopes the accepted clients addressed to it, checks every
+client's signature against the out-of-band roster, and returns the sum of the
+shares: a Shamir share of K_S = Σ_{i∈S} kᵢ, which is a fresh secret of that
+round only. It refuses a set below the floor of the signed parameters, a round
+it already answered (t > n/2: only one set per round can ever be opened), and
+any request whose parameters, CRS or receipts do not verify.
+
+Security: the holder's long-lived secrets are its identity keys
+(:class:`~secagg.identity.PartyKeys`): the Ed25519 key signs its messages and
+the X25519 key opens the envelopes. The shares it opens are secret until summed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from secagg.ckks import channels, transcript
+from secagg import channels
 from secagg.ckks import residues as rns
+from secagg.ckks import transcript
+from secagg.ckks.ceremony import STAGE_COMMITS, STAGE_REVEALS
 from secagg.ckks.context import CkksEngine
 from secagg.ckks.messages import (
     CeremonyOpen,
-    DecryptRequest,
-    KeyConfirm,
-    KeyShareCommit,
-    KeyShareReveal,
-    PartialDecryption,
+    CkksRoundParams,
+    CrsEndorsement,
     Relay,
     SeedCommit,
     SeedReveal,
-    ShareDeal,
-    SubmissionReceipt,
+    ShareComplaint,
+    ShareRequest,
+    ShareSum,
 )
-from secagg.ckks.seal_bridge import ShareDecryptor
 from secagg.errors import (
     DecodeError,
     InconsistentViewError,
     IntegrityError,
     ParameterError,
+    SecAggError,
     ShareReuseError,
     UnexpectedPhaseError,
 )
+from secagg.identity import PartyKeys, Roster
 from secagg.protocol import SERVER, PartyId, Role
 from secagg.rand import Csprng
 from secagg.wire import Message, decode
@@ -48,310 +52,262 @@ from secagg.wire import Message, decode
 
 class HolderPhase(enum.Enum):
     IDLE = enum.auto()
-    SEED_COMMITTED = enum.auto()
-    SEED_REVEALED = enum.auto()
-    DEALT = enum.auto()
-    KEY_REVEALED = enum.auto()
+    COMMITTED = enum.auto()
+    REVEALED = enum.auto()
     READY = enum.auto()
 
 
-# stage numbers carried by Relay, one per holder phase that consumes a relay
-RELAY_STAGE = {
-    HolderPhase.SEED_COMMITTED: 1,
-    HolderPhase.SEED_REVEALED: 2,
-    HolderPhase.DEALT: 3,
-    HolderPhase.KEY_REVEALED: 4,
-}
-
-
-@dataclasses.dataclass
-class _RoundView:
-    cohort: frozenset[PartyId]
-    count: int
-    min_clients: int
-    receipts: dict[PartyId, bytes] = dataclasses.field(default_factory=dict)
-
-
 class KeyHolder(Role):
-    """One member of the decryption committee (persists across rounds)."""
+    """One member of the committee (persists across the federation's rounds)."""
 
     TRANSITIONS: dict[enum.Enum, tuple[type[Message], ...]] = {
         HolderPhase.IDLE: (CeremonyOpen,),
-        HolderPhase.SEED_COMMITTED: (Relay,),
-        HolderPhase.SEED_REVEALED: (Relay,),
-        HolderPhase.DEALT: (Relay,),
-        HolderPhase.KEY_REVEALED: (Relay,),
-        HolderPhase.READY: (SubmissionReceipt, DecryptRequest),
+        HolderPhase.COMMITTED: (Relay,),
+        HolderPhase.REVEALED: (Relay,),
+        HolderPhase.READY: (ShareRequest,),
     }
 
-    def __init__(
-        self,
-        party: PartyId,
-        engine: CkksEngine,
-        session: bytes,
-        identity: Ed25519PrivateKey,
-        roster: Mapping[PartyId, bytes],
-        *,
-        rng: Csprng,
-    ) -> None:
-        super().__init__(party, HolderPhase.IDLE)
-        if party not in roster:
-            raise ParameterError(f"holder must be in the roster; got {party}")
+    def __init__(self, engine: CkksEngine, roster: Roster, keys: PartyKeys, *, rng: Csprng) -> None:
+        super().__init__(keys.party, HolderPhase.IDLE)
+        self._committee = roster.of_kind("holder")
+        if keys.party not in self._committee or roster[keys.party] != keys.public:
+            raise ParameterError(f"holder keys must match its roster entry; got {keys.party}")
+        if len(self._committee) != engine.params.committee:
+            raise ParameterError(
+                f"roster must list committee = {engine.params.committee} holders; "
+                f"got {len(self._committee)}"
+            )
         self._engine = engine
-        self._session = session
-        self._identity = identity
-        self._roster = dict(roster)
-        self._holders = tuple(roster)  # roster order = Shamir points 1..n
-        self._rng = rng
-        self._channel = channels.ChannelKeys.generate(rng=rng.fork("ckks/channel"))
-        self._contribution = rng.fork("ckks/seed").random_bytes(32)
-        self._seed_commits: dict[PartyId, SeedCommit] = {}
-        self._key_commits: dict[PartyId, bytes] = {}
-        self._secret: np.ndarray | None = None
-        self._public_share = b""
-        self._seed = b""
-        self._combined: np.ndarray | None = None
-        self._decryptor: ShareDecryptor | None = None
-        self.joint_key_digest = b""
-        self._rounds: dict[tuple[bytes, int], _RoundView] = {}
-        self._answered: set[tuple[bytes, int]] = set()
+        self._roster = roster
+        self._keys = keys
+        self._contribution = rng.fork("ckks/seed-contribution").random_bytes(32)
+        self._federation = b""
+        self._commits: dict[PartyId, bytes] = {}
+        self.crs_seed = b""
+        self._answered: set[int] = set()
 
     @property
     def point(self) -> int:
-        return self._holders.index(self.party) + 1
-
-    def _msg(self, cls: type[Message], recipient: PartyId = SERVER, **fields: object) -> Message:
-        return cls(session=self._session, round=0, sender=self.party, recipient=recipient, **fields)
-
-    def _signed(self, cls: type[Message], recipient: PartyId = SERVER, **fields: object) -> Message:
-        return channels.sign(self._msg(cls, recipient, signature=b"", **fields), self._identity)
-
-    # -- dispatch -----------------------------------------------------------------
+        """This holder's Shamir evaluation point (1-based committee position)."""
+        return self._committee.index(self.party) + 1
 
     def handle(self, msg: Message) -> list[Message]:
         self.expect(msg)
-        if self.phase is HolderPhase.READY:
-            return self._handle_round(msg)
-        if msg.session != self._session:
+        if isinstance(msg, ShareRequest):
+            return [self._answer(msg)]
+        if msg.session != (self._federation or msg.session) or msg.sender != SERVER:
             raise InconsistentViewError(f"{self.party} got a message from another ceremony")
         if isinstance(msg, CeremonyOpen):
-            return self._open(msg)
-        if not isinstance(msg, Relay) or msg.stage != RELAY_STAGE[self.phase]:  # type: ignore[index]
-            raise UnexpectedPhaseError(f"{self.party} in {self.phase.name} got the wrong relay")
-        frames = [self._decode_frame(f) for f in msg.frames]
-        step = {
-            HolderPhase.SEED_COMMITTED: self._on_seed_commits,
-            HolderPhase.SEED_REVEALED: self._on_seed_reveals,
-            HolderPhase.DEALT: self._on_key_commits_and_deals,
-            HolderPhase.KEY_REVEALED: self._on_key_reveals,
-        }[self.phase]  # type: ignore[index]
-        return step(frames)
+            return [self._open(msg)]
+        if not isinstance(msg, Relay):
+            return []
+        return [self._on_relay(msg)]
 
-    def _decode_frame(self, frame: bytes) -> Message:
-        msg = decode(frame, max_size=1 << 30)
-        if msg.session != self._session or msg.sender not in self._roster:
-            raise InconsistentViewError("relayed frame must come from this ceremony's roster")
-        channels.verify(msg, self._roster)
-        return msg
+    def _signed(self, cls: type[Message], **fields: object) -> Message:
+        msg = cls(
+            session=self._federation,
+            round=0,
+            sender=self.party,
+            recipient=SERVER,
+            signature=b"",  # type: ignore[call-arg]
+            **fields,
+        )
+        return transcript.sign_message(msg, self._keys.signing)
 
-    def _one_each(self, frames: Sequence[Message], cls: type[Message]) -> dict[PartyId, Message]:
-        got = {m.sender: m for m in frames if isinstance(m, cls)}
-        if len(got) != len([m for m in frames if isinstance(m, cls)]) or set(got) != set(
-            self._holders
-        ):
+    # -- setup ---------------------------------------------------------------------
+
+    def _open(self, msg: CeremonyOpen) -> Message:
+        if msg.params_digest != self._engine.params_digest:
+            raise InconsistentViewError("ceremony parameters must match this holder's")
+        if msg.roster_digest != self._roster.digest:
+            raise InconsistentViewError("ceremony roster must be this holder's roster")
+        self._federation = msg.session
+        self.phase = HolderPhase.COMMITTED
+        commitment = transcript.seed_commitment(msg.session, self.party, self._contribution)
+        return self._signed(SeedCommit, commitment=commitment)
+
+    def _frames(self, relay: Relay, cls: type[Message]) -> dict[PartyId, Message]:
+        got: dict[PartyId, Message] = {}
+        for frame in relay.frames:
+            m = decode(frame, max_size=1 << 16)
+            if not isinstance(m, cls) or m.session != self._federation or m.sender in got:
+                raise InconsistentViewError(f"relayed frames must be one {cls.__name__} each")
+            if m.sender not in self._committee:
+                raise InconsistentViewError("relayed frames must come from the committee")
+            transcript.verify_message(m, self._roster[m.sender].signing)
+            got[m.sender] = m
+        if set(got) != set(self._committee):
             raise InconsistentViewError(
-                f"{cls.__name__} must arrive once from each of the {len(self._holders)} holders"
+                f"{cls.__name__} must arrive from each of the {len(self._committee)} holders"
             )
         return got
 
-    # -- ceremony -----------------------------------------------------------------
-
-    def _open(self, msg: CeremonyOpen) -> list[Message]:
-        if msg.params_digest != self._engine.params_digest:
-            raise InconsistentViewError("ceremony parameters must match this holder's")
-        self.phase = HolderPhase.SEED_COMMITTED
-        commitment = transcript.seed_commitment(self._session, self.party, self._contribution)
-        return [self._signed(SeedCommit, commitment=commitment, kx_public=self._channel.public)]
-
-    def _on_seed_commits(self, frames: Sequence[Message]) -> list[Message]:
-        commits = self._one_each(frames, SeedCommit)
-        self._seed_commits = {p: m for p, m in commits.items() if isinstance(m, SeedCommit)}
-        self.phase = HolderPhase.SEED_REVEALED
-        return [self._signed(SeedReveal, contribution=self._contribution)]
-
-    def _on_seed_reveals(self, frames: Sequence[Message]) -> list[Message]:
-        reveals = self._one_each(frames, SeedReveal)
-        contributions = []
-        for party in self._holders:
-            reveal = reveals[party]
-            assert_type = isinstance(reveal, SeedReveal)
-            expected = self._seed_commits[party].commitment
-            got = transcript.seed_commitment(self._session, party, reveal.contribution)  # type: ignore[attr-defined]
-            if not assert_type or got != expected:
-                raise IntegrityError("seed commitment")
-            contributions.append(reveal.contribution)  # type: ignore[attr-defined]
-        self._seed = transcript.crs_seed(self._session, contributions)
-        return self._generate_and_deal()
-
-    def _generate_and_deal(self) -> list[Message]:
-        eng = self._engine
-        a = eng.crs(self._seed)
-        secret, b = eng.key_share(a, rng=self._rng.fork("ckks/keygen"))
-        self._secret = secret
-        self._public_share = rns.pack(b, eng.primes)
-        out: list[Message] = [
-            self._signed(
-                KeyShareCommit,
-                commitment=transcript.key_commitment(self._session, self.party, self._public_share),
+    def _on_relay(self, relay: Relay) -> Message:
+        if self.phase is HolderPhase.COMMITTED and relay.stage == STAGE_COMMITS:
+            commits = self._frames(relay, SeedCommit)
+            self._commits = {h: m.commitment for h, m in commits.items()}  # type: ignore[attr-defined]
+            self.phase = HolderPhase.REVEALED
+            return self._signed(SeedReveal, contribution=self._contribution)
+        if self.phase is HolderPhase.REVEALED and relay.stage == STAGE_REVEALS:
+            reveals = self._frames(relay, SeedReveal)
+            contributions = []
+            for h in self._committee:
+                value = reveals[h].contribution  # type: ignore[attr-defined]
+                if transcript.seed_commitment(self._federation, h, value) != self._commits[h]:
+                    raise IntegrityError("seed commitment")
+                contributions.append(value)
+            self.crs_seed = transcript.crs_seed(self._federation, contributions)
+            payload = transcript.crs_payload(
+                self._federation, self._roster.digest, self.crs_seed, self._engine.params_digest
             )
-        ]
-        points = [i + 1 for i in range(len(self._holders))]
-        shares = eng.shamir_deal(secret, points, rng=self._rng.fork("ckks/shamir"))
-        self._combined = shares[self.point - 1].copy()
-        for party, share in zip(self._holders, shares, strict=True):
-            if party == self.party:
-                continue
-            out.append(self._deal(party, share))
-        self.phase = HolderPhase.DEALT
-        return out
+            self.phase = HolderPhase.READY
+            signature = channels.sign(self._keys.signing, transcript.CRS_PURPOSE, payload)
+            return self._signed(CrsEndorsement, seed=self.crs_seed, endorsement=signature)
+        raise UnexpectedPhaseError(f"{self.party} in {self.phase.name} got the wrong relay")
 
-    def _deal(self, target: PartyId, share: np.ndarray) -> Message:
-        peer = self._seed_commits[target].kx_public
-        aead = self._channel.aead(peer, self._session, self.party, target)
-        nonce = self._rng.fork(f"ckks/nonce/{target}").random_bytes(12)
-        draft = self._msg(ShareDeal, target=target, nonce=nonce, ciphertext=b"", signature=b"")
-        body = channels.seal_payload(
-            aead, nonce, rns.pack(share, self._engine.data_primes), channels.deal_header(draft)
-        )
-        # routed through the server: the envelope goes to it, the AEAD header names the target
-        envelope = dataclasses.replace(draft, ciphertext=body)  # type: ignore[call-arg]
-        return channels.sign(envelope, self._identity)
+    # -- rounds --------------------------------------------------------------------
 
-    def _on_key_commits_and_deals(self, frames: Sequence[Message]) -> list[Message]:
-        commits = self._one_each(
-            [m for m in frames if isinstance(m, KeyShareCommit)], KeyShareCommit
-        )
-        self._key_commits = {p: m.commitment for p, m in commits.items()}  # type: ignore[attr-defined]
-        deals = [m for m in frames if isinstance(m, ShareDeal)]
-        senders = sorted(m.sender for m in deals)
-        expected = sorted(p for p in self._holders if p != self.party)
-        if senders != expected or any(m.target != self.party for m in deals):
-            raise InconsistentViewError("share deals must come once from every other holder")
-        eng = self._engine
-        combined = self._combined
-        if combined is None:
-            raise UnexpectedPhaseError("own share must exist before combining")
-        for deal in deals:
-            share = self._open_deal(deal)
-            combined = rns.add_mod(combined, share, eng.data_primes)
-        self._combined = combined
-        self.phase = HolderPhase.KEY_REVEALED
-        return [self._signed(KeyShareReveal, residues=self._public_share)]
-
-    def _open_deal(self, deal: ShareDeal) -> np.ndarray:
-        peer = self._seed_commits[deal.sender].kx_public
-        aead = self._channel.aead(peer, self._session, deal.sender, self.party)
-        header = channels.deal_header(dataclasses.replace(deal, ciphertext=b"", signature=b""))
-        payload = channels.open_payload(aead, deal.nonce, deal.ciphertext, header)
-        eng = self._engine
-        return rns.unpack_into(payload, eng.data_primes, eng.degree).reshape(eng.k, eng.degree)
-
-    def _on_key_reveals(self, frames: Sequence[Message]) -> list[Message]:
-        reveals = self._one_each(frames, KeyShareReveal)
-        eng = self._engine
-        shares = []
-        for party in self._holders:
-            data = reveals[party].residues  # type: ignore[attr-defined]
-            if transcript.key_commitment(self._session, party, data) != self._key_commits[party]:
-                raise IntegrityError("public-key share commitment")
-            shares.append(eng.unpack_key(data))
-        joint_b = eng.sum_key_shares(shares)
-        self.joint_key_digest = eng.key_digest(self._seed, joint_b)
-        if self._combined is None:
-            raise UnexpectedPhaseError("combined share must exist")
-        self._decryptor = eng.seal.share_decryptor(self._combined)
-        self._secret = None  # sᵢ is no longer needed once ŝⱼ is combined
-        self.phase = HolderPhase.READY
-        return [self._signed(KeyConfirm, key_digest=self.joint_key_digest)]
-
-    # -- rounds ------------------------------------------------------------------
-
-    def begin_round(
-        self,
-        session: bytes,
-        round_index: int,
-        cohort: Sequence[PartyId],
-        count: int,
-        min_clients: int,
-    ) -> None:
-        """Learn a round's public facts (opened by the scheme before clients submit)."""
-        if self.phase is not HolderPhase.READY:
-            raise UnexpectedPhaseError(f"{self.party} must finish the key ceremony first")
-        self._rounds[(session, round_index)] = _RoundView(frozenset(cohort), count, min_clients)
-
-    def _handle_round(self, msg: Message) -> list[Message]:
-        view = self._rounds.get((msg.session, msg.round))
-        if view is None:
-            raise InconsistentViewError(f"{self.party} got a message for a round it did not open")
-        if isinstance(msg, SubmissionReceipt):
-            if msg.sender not in view.cohort or msg.sender in view.receipts:
-                raise InconsistentViewError(
-                    f"receipt must come once from the cohort; got {msg.sender}"
-                )
-            view.receipts[msg.sender] = msg.digest
-            return []
-        if not isinstance(msg, DecryptRequest):
-            return []
-        return [self._respond(msg, view)]
-
-    def _respond(self, req: DecryptRequest, view: _RoundView) -> Message:
-        key = (req.session, req.round)
-        if key in self._answered:
-            raise ShareReuseError(f"{self.party} already released its share for round {req.round}")
+    def _answer(self, req: ShareRequest) -> Message:
         if req.sender != SERVER:
             raise InconsistentViewError(
-                f"decryption requests must come from the server; got {req.sender}"
+                f"share requests must come from the server; got {req.sender}"
             )
-        self._check_request(req, view)
-        self._answered.add(key)  # before computing: a failure must not allow a retry
-        eng = self._engine
-        c1 = rns.unpack_into(req.c1_residues, eng.data_primes, req.count * eng.degree)
-        c1 = c1.reshape(eng.k, req.count, eng.degree)
-        if self._decryptor is None:
-            raise UnexpectedPhaseError("key share must be ready")
-        share = self._decryptor.partial(
-            c1, eng.sigma, rng=self._rng.fork(f"ckks/smudge/{req.round}/{req.session.hex()}")
+        if req.round in self._answered:
+            raise ShareReuseError(
+                f"{self.party} already released its share sum for round {req.round}"
+            )
+        params = self._check_params(req)
+        accepted = self._check_set(req, params)
+        n = len(self._committee)
+        if len(req.envelope_digests) != n * len(accepted):
+            raise DecodeError(f"receipts must list {n} envelope digests each")
+        digest = transcript.request_digest(
+            req.round_params, req.accepted, req.ct_digests, req.envelope_digests
         )
-        reply = PartialDecryption(
+        total, accused = self._open_envelopes(req, accepted)
+        if accused:  # nothing released: the server learns which clients to exclude
+            return self._reply(ShareComplaint, req, request_digest=digest, accused=accused)
+        self._answered.add(req.round)
+        eng = self._engine
+        return self._reply(
+            ShareSum, req, request_digest=digest, residues=rns.pack(total, eng.data_primes)
+        )
+
+    def _reply(self, cls: type[Message], req: ShareRequest, **fields: object) -> Message:
+        msg = cls(
             session=req.session,
             round=req.round,
             sender=self.party,
             recipient=SERVER,
-            digest=req.digest,
-            residues=rns.pack(share, eng.data_primes),
-            signature=b"",
+            signature=b"",  # type: ignore[call-arg]
+            **fields,
         )
-        return channels.sign(reply, self._identity)
+        return transcript.sign_message(msg, self._keys.signing)
 
-    def _check_request(self, req: DecryptRequest, view: _RoundView) -> None:
-        if req.count != view.count:
-            raise DecodeError(f"aggregate must hold {view.count} ciphertexts; got {req.count}")
-        accepted = set(req.accepted)
-        if len(accepted) != len(req.accepted) or not accepted <= view.cohort:
-            raise InconsistentViewError("accepted clients must be distinct members of the cohort")
-        if len(accepted) < view.min_clients:
+    def _check_params(self, req: ShareRequest) -> CkksRoundParams:
+        if self.phase is not HolderPhase.READY or not self.crs_seed:
+            raise UnexpectedPhaseError(f"{self.party} must finish the setup first")
+        try:
+            params = decode(req.round_params, max_size=1 << 24)
+        except DecodeError:
+            raise DecodeError("round_params must be an encoded CkksRoundParams") from None
+        if not isinstance(params, CkksRoundParams):
+            raise DecodeError("round_params must be an encoded CkksRoundParams")
+        if params.session != req.session or params.round != req.round:
+            raise InconsistentViewError("round parameters must belong to the request's round")
+        if params.params_digest != self._engine.params_digest:
+            raise InconsistentViewError("round parameters must be this federation's")
+        if (
+            params.roster_digest != self._roster.digest
+            or params.federation != self._federation
+            or params.crs_seed != self.crs_seed
+        ):
+            raise IntegrityError("CRS and roster of the round")
+        return params
+
+    def _check_set(self, req: ShareRequest, params: CkksRoundParams) -> tuple[PartyId, ...]:
+        clients = set(self._roster.of_kind("client"))
+        cohort = params.cohort
+        if len(set(cohort)) != len(cohort) or not set(cohort) <= clients:
+            raise InconsistentViewError("cohort must be distinct clients of the roster")
+        if len(cohort) > self._engine.params.max_clients:
             raise InconsistentViewError(
-                f"accepted clients must be at least {view.min_clients}; got {len(accepted)}"
+                f"cohort must have ≤ {self._engine.params.max_clients} clients; got {len(cohort)}"
             )
-        for party, digest in zip(req.accepted, req.submission_digests, strict=True):
-            if view.receipts.get(party) != digest:
-                raise InconsistentViewError(f"submission of {party} must match its receipt")
-        c1_digest = transcript.blob_digest("aggregate-c1", req.c1_residues)
-        expected = transcript.request_digest(
-            req.session, req.round, req.accepted, req.submission_digests, req.c0_digest, c1_digest
+        accepted = req.accepted
+        if len(set(accepted)) != len(accepted) or not set(accepted) <= set(cohort):
+            raise InconsistentViewError("accepted clients must be distinct members of the cohort")
+        floor = self._engine.params.floor(len(cohort))
+        if len(accepted) < floor:
+            raise InconsistentViewError(
+                f"accepted clients must be at least the floor {floor}; got {len(accepted)}"
+            )
+        return accepted
+
+    def _open_envelopes(
+        self, req: ShareRequest, accepted: tuple[PartyId, ...]
+    ) -> tuple[np.ndarray, tuple[PartyId, ...]]:
+        eng = self._engine
+        n = len(self._committee)
+        me = self.point - 1
+        params_digest = transcript.round_params_digest(req.round_params)
+        total = np.zeros((eng.k, eng.degree), dtype=np.uint64)
+        accused: list[PartyId] = []
+        for i, client in enumerate(accepted):
+            digests = req.envelope_digests[i * n : (i + 1) * n]
+            payload = transcript.receipt_payload(
+                req.session,
+                req.round,
+                params_digest,
+                req.ct_digests[i],
+                req.ephemerals[i],
+                digests,
+            )
+            channels.verify(
+                self._roster[client].signing,
+                req.signatures[i],
+                transcript.RECEIPT_PURPOSE,
+                payload,
+            )
+            envelope = req.envelopes[i]
+            if transcript.blob_digest("envelope", envelope) != digests[me]:
+                raise IntegrityError("share envelope digest")
+            try:
+                share = self._open_one(req, params_digest, client, req.ephemerals[i], envelope)
+            except SecAggError:
+                accused.append(client)
+                continue
+            rns.accumulate(total, share)
+        rns.reduce_rows(total, eng.data_primes)
+        return total, tuple(accused)
+
+    def _open_one(
+        self, req: ShareRequest, params_digest: bytes, client: PartyId, eph: bytes, env: bytes
+    ) -> np.ndarray:
+        eng = self._engine
+        shared = channels.agree(self._keys.agreement, eph)
+        key = envelope_key(shared, req.session, req.round, client, self.party, eph)
+        header = transcript.envelope_header(
+            req.session, req.round, params_digest, client, self.party
         )
-        if expected != req.digest:
-            raise IntegrityError("decryption request digest")
+        body = channels.unseal(key, env, header)
+        return rns.unpack_into(body, eng.data_primes, eng.degree)
 
     def __repr__(self) -> str:
         return f"KeyHolder(party={self.party!r}, phase={self.phase.name})"
+
+
+def envelope_key(
+    shared: bytes, session: bytes, round_index: int, client: str, holder: str, eph: bytes
+) -> bytes:
+    """The single-use AEAD key of one share envelope (client → holder, one round).
+
+    Security: derived from the X25519 secret of the client's per-round ephemeral
+    key and the holder's static key; never reused across rounds, clients or holders.
+    """
+    context = channels.frame(
+        round_index.to_bytes(8, "little"), client.encode(), holder.encode(), eph
+    )
+    return channels.derive_key(
+        shared, purpose=transcript.ENVELOPE_PURPOSE, salt=session, context=context
+    )

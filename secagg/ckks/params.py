@@ -1,35 +1,34 @@
-"""CKKS parameters for sum-only threshold aggregation, and their error/overflow budget.
+"""CKKS parameters for one-shot, key-additive aggregation, and their error/overflow budget.
 
-Only additions are ever evaluated, so there is no relinearization, no Galois key
-and no rescaling: the scale Δ can be raised until large smudging noise fits.
+Each client encrypts under its own fresh secret kᵢ; the released value is the
+decryption of ``(Σᵢ c0ᵢ, a)`` under ``K = Σᵢ kᵢ``, i.e. ``Δ·Σmᵢ − Σeᵢ`` plus
+each client's encoding rounding. No holder adds noise (there is no smudging), so
+the error comes from the clients' fresh RLWE errors alone.
 
-Error model (per released coordinate). The fused decryption is
+Error model (per released coordinate). K summed clients give coefficient noise
+of variance ``V = K·(σ² + 1/12)`` (SEAL's error, σ ≈ 3.2, plus the rounding of
+Δ·m to integers). A polynomial with i.i.d. coefficients of variance V has slots
+whose real and imaginary parts have variance N·V/2, so
 
-    D·c0 + Σⱼ wⱼ·dⱼ = D·(Δ·m + e_ct) + Σⱼ wⱼ·eⱼ          (wⱼ = D·λⱼ integers)
+    std = √(N·V/2)/Δ,   noise_bound = z·std + float64 slack
 
-decoded at scale D·Δ, so the coordinate error is (e_ct + Σ λⱼ eⱼ)/Δ mapped
-through the canonical embedding. A polynomial with i.i.d. coefficients of
-variance V has slots whose real and imaginary parts have variance N·V/2, so
-
-    std = √(N·V/2)/Δ,   V = max_S Σ_{j∈S} λⱼ²·σ² + K·v_client
-
-and ``noise_bound = z·std`` with z the two-sided Gaussian quantile for a
-per-coordinate failure probability of 2^-40. Released values are rounded to
-multiples of the requested precision p, so ``error_bound = noise_bound + p/2``
-and a configuration is refused unless ``noise_bound ≤ p/2``.
+with z the two-sided Gaussian quantile for a per-coordinate failure probability
+of 2^-40. A configuration is refused unless ``noise_bound ≤ precision``; the
+released :class:`~secagg.protocol.Aggregate` reports ``error_bound = noise_bound``.
 
 Overflow: each coefficient of the encoded sum is at most √2·K·B·Δ (complex
-packing puts two reals of magnitude ≤ B in one slot), and the fused value must
-stay inside (−q/2, q/2) after the factor D, with 13σ of noise margin.
+packing puts two reals of magnitude ≤ B in one slot) and must stay inside
+(−q/2, q/2) with 13σ of noise margin.
+
+Which set may be opened: the *floor* ``max(min_clients, ⌈min_fraction·|cohort|⌉)``
+is part of these parameters, so it is covered by the committee's signatures and
+by every client's receipt; holders refuse a smaller set whatever the server says.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
-from fractions import Fraction
-from functools import cached_property
 from statistics import NormalDist
 
 from secagg.errors import ParameterError
@@ -46,34 +45,40 @@ SEAL_128_BIT_LIMITS: dict[int, int] = {
 }
 FAILURE_LOG2 = 40  # per-coordinate probability that the noise exceeds its bound
 FRESH_NOISE_STD = 3.2  # SEAL's error distribution (centred binomial, σ ≈ 3.19)
-MAX_COMMITTEE = 16  # subsets are enumerated exactly to get the Lagrange constants
-MAX_PRIME_BITS = 48  # residues travel in 6 bytes; small-weight products stay in uint64
-MAX_WEIGHT = 1 << 16  # |D·λ| per limb; larger weights are split (see residues.mul_small)
+MAX_PRIME_BITS = 48  # residues travel in 6 bytes; 2^15 of them sum in a uint64
+MAX_COMMITTEE = 64
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named, frozen choice of ring degree, prime sizes and smudging width."""
+    """A named, frozen choice of ring degree and prime sizes.
+
+    ``prime_bits`` is what SEAL receives: with one prime it is the data prime;
+    with several, SEAL reserves the last as its special (key-switching) prime,
+    which this scheme never uses but which counts against the security table.
+    """
 
     name: str
     poly_degree: int
-    prime_bits: tuple[int, ...]  # data primes then the special (key-level) prime
-    smudging_bits: int  # σ_smudge = 2^smudging_bits
+    prime_bits: tuple[int, ...]
     insecure: bool = False
 
     @property
-    def data_bits(self) -> int:
-        return sum(self.prime_bits[:-1])
+    def data_prime_bits(self) -> tuple[int, ...]:
+        return self.prime_bits if len(self.prime_bits) == 1 else self.prime_bits[:-1]
 
     @property
     def total_bits(self) -> int:
         return sum(self.prime_bits)
 
 
-SUM_N4096 = Preset("SUM_N4096", 4096, (48, 45, 16), 40)
-SUM_N8192 = Preset("SUM_N8192", 8192, (48, 48, 48, 60), 40)
-TEST_INSECURE_N1024 = Preset("TEST_INSECURE_N1024", 1024, (48, 45, 16), 40, insecure=True)
-TEST_INSECURE_N512 = Preset("TEST_INSECURE_N512", 512, (48, 45, 16), 40, insecure=True)
+# One 48-bit prime at N=4096: 48 of the 109 bits the 128-bit table allows (wide margin);
+# 6 bytes per parameter upload.
+SUM_N4096 = Preset("SUM_N4096", 4096, (48,))
+# Two 48-bit data primes for wide value ranges (12 bytes per parameter), 144 of 218 bits.
+SUM_N8192 = Preset("SUM_N8192", 8192, (48, 48, 48))
+TEST_INSECURE_N1024 = Preset("TEST_INSECURE_N1024", 1024, (48,), insecure=True)
+TEST_INSECURE_N512 = Preset("TEST_INSECURE_N512", 512, (48,), insecure=True)
 
 PRESETS: dict[str, Preset] = {
     p.name: p for p in (SUM_N4096, SUM_N8192, TEST_INSECURE_N1024, TEST_INSECURE_N512)
@@ -85,16 +90,14 @@ def check_preset(preset: Preset) -> None:
     n = preset.poly_degree
     if n < 256 or n & (n - 1):
         raise ParameterError(f"poly_degree must be a power of two ≥ 256; got {n}")
-    if len(preset.prime_bits) < 2:
-        raise ParameterError("prime_bits must list ≥ 1 data prime and the special prime")
-    if any(not 2 <= b <= 60 for b in preset.prime_bits):
-        raise ParameterError(f"prime_bits must each be in [2, 60]; got {preset.prime_bits}")
-    if any(b > MAX_PRIME_BITS for b in preset.prime_bits[:-1]):
+    if not preset.prime_bits:
+        raise ParameterError("prime_bits must list at least one prime")
+    if any(not 20 <= b <= 60 for b in preset.prime_bits):
+        raise ParameterError(f"prime_bits must each be in [20, 60]; got {preset.prime_bits}")
+    if any(b > MAX_PRIME_BITS for b in preset.data_prime_bits):
         raise ParameterError(
-            f"data primes must have ≤ {MAX_PRIME_BITS} bits; got {preset.prime_bits[:-1]}"
+            f"data primes must have ≤ {MAX_PRIME_BITS} bits; got {preset.data_prime_bits}"
         )
-    if not 30 <= preset.smudging_bits <= 60:
-        raise ParameterError(f"smudging_bits must be in [30, 60]; got {preset.smudging_bits}")
     if preset.insecure:
         if not preset.name.startswith("TEST_INSECURE_"):
             raise ParameterError(
@@ -114,70 +117,13 @@ def check_preset(preset: Preset) -> None:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class LagrangeConstants:
-    """Integer Lagrange weights at zero for every t-subset of points 1..n.
-
-    Holders do not know which t of them will answer, so each returns
-    c1·ŝⱼ + eⱼ and the combiner applies wⱼ = D·λⱼ, with D the least common
-    denominator over all subsets: the weights are small integers, so the
-    smudging noise is scaled by |wⱼ| instead of by a random field element.
-    """
-
-    committee: int
-    threshold: int
-    denominator: int  # D
-    max_weight: int  # max |wⱼ|
-    max_lambda_sq: float  # max over subsets of Σ λⱼ²
-
-    @classmethod
-    def compute(cls, committee: int, threshold: int) -> LagrangeConstants:
-        if not 1 <= threshold <= committee <= MAX_COMMITTEE:
-            raise ParameterError(
-                f"threshold must satisfy 1 ≤ t ≤ committee ≤ {MAX_COMMITTEE}; "
-                f"got t={threshold}, committee={committee}"
-            )
-        denominator = 1
-        sq = 0.0
-        lambdas = []
-        for subset in itertools.combinations(range(1, committee + 1), threshold):
-            lam = lagrange_fractions(subset)
-            lambdas.append(lam)
-            sq = max(sq, float(sum(x * x for x in lam)))
-            for x in lam:
-                denominator = math.lcm(denominator, x.denominator)
-        max_weight = max(abs(int(x * denominator)) for lam in lambdas for x in lam)
-        return cls(committee, threshold, denominator, max_weight, sq)
-
-    def weights(self, points: tuple[int, ...]) -> tuple[int, ...]:
-        """wⱼ = D·λⱼ for the given share points (exact integers)."""
-        if len(points) != self.threshold:
-            raise ParameterError(f"points must number {self.threshold}; got {len(points)}")
-        out = []
-        for x in lagrange_fractions(points):
-            w = x * self.denominator
-            if w.denominator != 1:
-                raise ParameterError("points must be within the committee's 1..n")
-            out.append(int(w))
-        return tuple(out)
-
-
-def lagrange_fractions(points: tuple[int, ...]) -> list[Fraction]:
-    """λⱼ = Π_{m≠j} xₘ/(xₘ − xⱼ) as exact rationals."""
-    if len(set(points)) != len(points) or any(x < 1 for x in points):
-        raise ParameterError("points must be distinct positive integers")
-    out = []
-    for j, xj in enumerate(points):
-        lam = Fraction(1)
-        for m, xm in enumerate(points):
-            if m != j:
-                lam *= Fraction(xm, xm - xj)
-        out.append(lam)
-    return out
-
-
 def _z_score() -> float:
     return NormalDist().inv_cdf(1 - 2.0 ** -(FAILURE_LOG2 + 1))
+
+
+def coefficient_variance(clients: int) -> float:
+    """Per-coefficient noise variance of a K-client sum (fresh errors + encoding rounding)."""
+    return clients * (FRESH_NOISE_STD**2 + 1 / 12)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,13 +131,14 @@ class CkksParameters:
     """Validated public parameters of one threshold-CKKS federation.
 
     Attributes:
-        preset: ring degree, primes and smudging width.
-        primes: the actual RNS primes (data primes, then the special prime).
-        committee, threshold: n key holders, any t of whom decrypt.
+        preset: ring degree and primes.
+        primes: the actual primes SEAL uses (data primes, then its special prime if any).
+        committee, threshold: n key holders, any t of whom open a round (t > n/2).
         max_clients: K, the largest number of summed contributions.
         value_bound: B, every client coordinate satisfies |x| ≤ B.
-        precision: p, released values are multiples of p with error ≤ p.
+        precision: p, the largest acceptable error per coordinate.
         scale_bits: log2 Δ.
+        min_fraction, min_clients: the floor on the size of an opened set.
     """
 
     preset: Preset
@@ -202,6 +149,8 @@ class CkksParameters:
     value_bound: float
     precision: float
     scale_bits: int
+    min_fraction: float = 0.5
+    min_clients: int = 1
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
@@ -213,20 +162,31 @@ class CkksParameters:
             raise ParameterError("primes must have the preset's bit sizes")
         if any(p % (2 * self.preset.poly_degree) != 1 for p in self.primes):
             raise ParameterError("primes must be 1 mod 2N (NTT-friendly)")
+        if not 1 <= self.committee <= MAX_COMMITTEE:
+            raise ParameterError(f"committee must be in [1, {MAX_COMMITTEE}]; got {self.committee}")
+        if not (2 * self.threshold > self.committee and self.threshold <= self.committee):
+            raise ParameterError(
+                "threshold must satisfy n/2 < t ≤ n (only one set per round can be opened); "
+                f"got t={self.threshold}, n={self.committee}"
+            )
         if not 1 <= self.max_clients < 1 << 15:
             raise ParameterError(f"max_clients must be in [1, 2^15); got {self.max_clients}")
         if not (self.value_bound > 0 and math.isfinite(self.value_bound)):
             raise ParameterError(f"value_bound must be finite and > 0; got {self.value_bound}")
         if not (self.precision > 0 and math.isfinite(self.precision)):
             raise ParameterError(f"precision must be finite and > 0; got {self.precision}")
-        _ = self.lagrange  # validates committee/threshold
-        if self.lagrange.max_weight >= 1 << 62:
-            raise ParameterError("committee is too large for integer Lagrange weights")
-        if self.noise_bound > self.precision / 2:
+        if not 0 < self.min_fraction <= 1:
+            raise ParameterError(f"min_fraction must be in (0, 1]; got {self.min_fraction}")
+        if not 1 <= self.min_clients <= self.max_clients:
             raise ParameterError(
-                f"noise bound must be ≤ precision/2 = {self.precision / 2:.3g}; got "
+                f"min_clients must be in [1, max_clients = {self.max_clients}]; "
+                f"got {self.min_clients}"
+            )
+        if self.noise_bound > self.precision:
+            raise ParameterError(
+                f"noise bound must be ≤ precision = {self.precision:.3g}; got "
                 f"{self.noise_bound:.3g} (N={self.poly_degree}, Δ=2^{self.scale_bits}, "
-                f"σ=2^{self.preset.smudging_bits}, t={self.threshold}, n={self.committee})"
+                f"K={self.max_clients})"
             )
         needed = self.max_clients * self.value_bound
         if needed > self.max_sum:
@@ -241,38 +201,28 @@ class CkksParameters:
 
     @property
     def data_primes(self) -> tuple[int, ...]:
-        return self.primes[:-1]
+        return self.primes[: len(self.preset.data_prime_bits)]
 
     @property
     def scale(self) -> float:
         return float(2.0**self.scale_bits)
 
-    @property
-    def slots_reals(self) -> int:
-        """Reals per ciphertext: N/2 complex slots, two reals each."""
-        return self.poly_degree
-
-    @cached_property
-    def lagrange(self) -> LagrangeConstants:
-        return LagrangeConstants.compute(self.committee, self.threshold)
-
-    @property
-    def coefficient_variance(self) -> float:
-        return _coefficient_variance(
-            self.preset, self.primes[-1], self.lagrange, self.committee, self.max_clients
-        )
+    def floor(self, cohort_size: int) -> int:
+        """The fewest contributors a round over ``cohort_size`` clients may open."""
+        return max(self.min_clients, math.ceil(self.min_fraction * cohort_size - 1e-9))
 
     @property
     def noise_bound(self) -> float:
-        """High-probability (1 − 2^-40 per coordinate) bound on the decoded noise."""
-        std = math.sqrt(self.poly_degree * self.coefficient_variance / 2) / self.scale
+        """High-probability (1 − 2^-40 per coordinate) bound on the decoded error."""
+        variance = coefficient_variance(self.max_clients)
+        std = math.sqrt(self.poly_degree * variance / 2) / self.scale
         float_slack = self.max_clients * self.value_bound * self.poly_degree * 2.0**-50
         return _z_score() * std + float_slack
 
     @property
     def error_bound(self) -> float:
-        """Worst-case (w.h.p.) |released − exact sum| per coordinate, rounding included."""
-        return self.noise_bound + self.precision / 2
+        """Worst-case (w.h.p.) |released − exact sum| per coordinate."""
+        return self.noise_bound
 
     @property
     def data_modulus(self) -> int:
@@ -281,15 +231,19 @@ class CkksParameters:
     @property
     def max_sum(self) -> float:
         """Largest |Σ x| per coordinate that decodes without wrapping around q."""
-        d = self.lagrange.denominator
-        noise_margin = 13 * math.sqrt(self.coefficient_variance) * d
-        half_q = self.data_modulus // 2
-        return (half_q - noise_margin) / (math.sqrt(2) * d * self.scale)
+        noise_margin = 13 * math.sqrt(coefficient_variance(self.max_clients))
+        return (self.data_modulus // 2 - noise_margin) / (math.sqrt(2) * self.scale)
 
     @property
     def bytes_per_param(self) -> float:
-        """Upload bytes per real (two polynomials, one 6-byte residue per data prime)."""
-        return float(2 * sum(residue_width(q) for q in self.data_primes))
+        """Upload bytes per real: one polynomial (c0) per ciphertext, N reals per ciphertext."""
+        return float(sum(residue_width(q) for q in self.data_primes))
+
+    @property
+    def key_share_bytes(self) -> int:
+        """Bytes of a client's n share envelopes (one key polynomial per prime + AEAD tag each)."""
+        per_holder = sum(residue_width(q) for q in self.data_primes) * self.poly_degree + 16
+        return self.committee * per_holder
 
     def describe(self) -> dict[str, object]:
         return {
@@ -300,38 +254,21 @@ class CkksParameters:
             "total_modulus_bits": self.preset.total_bits,
             "security": "none (test only)" if self.preset.insecure else "128-bit (SEAL table)",
             "scale_bits": self.scale_bits,
-            "smudging_sigma_log2": self.preset.smudging_bits,
             "committee": self.committee,
             "threshold": self.threshold,
-            "lagrange_denominator": self.lagrange.denominator,
             "max_clients": self.max_clients,
             "value_bound": self.value_bound,
             "precision": self.precision,
+            "min_fraction": self.min_fraction,
+            "min_clients": self.min_clients,
             "noise_bound": self.noise_bound,
             "error_bound": self.error_bound,
             "max_sum": self.max_sum,
             "bytes_per_param": self.bytes_per_param,
+            "key_share_bytes_per_client": self.key_share_bytes,
             "packing": "complex (2 reals per slot)",
+            "design": "one-shot key-additive (fresh per-round client keys, no smudging)",
         }
-
-
-def client_noise_variance(poly_degree: int, committee: int, special_prime: int) -> float:
-    """Per-coefficient variance of one fresh public-key encryption at the data level."""
-    n, k = poly_degree, committee
-    sig2 = FRESH_NOISE_STD**2
-    # e·u + e0 + s·e1 at the key level, with e = Σeᵢ and s = Σsᵢ (ternary, var 2/3 each)
-    key_level = 2 * n * k * (2 / 3) * sig2 + sig2
-    # SEAL divides by the special prime and rounds (c0, c1); the client rounds Δ·m
-    rounding = 1 / 12 + n * k * (2 / 3) / 12 + 1 / 12
-    return key_level / special_prime**2 + rounding
-
-
-def _coefficient_variance(
-    preset: Preset, special: int, lag: LagrangeConstants, committee: int, clients: int
-) -> float:
-    sigma = 2.0**preset.smudging_bits
-    fresh = client_noise_variance(preset.poly_degree, committee, special)
-    return lag.max_lambda_sq * sigma**2 + clients * fresh
 
 
 def residue_width(prime: int) -> int:
@@ -340,21 +277,12 @@ def residue_width(prime: int) -> int:
 
 
 def smallest_scale_bits(
-    preset: Preset,
-    primes: tuple[int, ...],
-    *,
-    committee: int,
-    threshold: int,
-    max_clients: int,
-    value_bound: float,
-    precision: float,
+    preset: Preset, *, max_clients: int, value_bound: float, precision: float
 ) -> int:
     """The smallest log2 Δ meeting ``precision`` (leaves the most overflow headroom)."""
-    lag = LagrangeConstants.compute(committee, threshold)
-    variance = _coefficient_variance(preset, primes[-1], lag, committee, max_clients)
-    std_coeff = math.sqrt(preset.poly_degree * variance / 2)
+    std_coeff = math.sqrt(preset.poly_degree * coefficient_variance(max_clients) / 2)
     float_slack = max_clients * value_bound * preset.poly_degree * 2.0**-50
-    target = precision / 2 - float_slack
+    target = precision - float_slack
     if target <= 0:
         raise ParameterError(f"precision must exceed float64 resolution; got {precision}")
     return max(1, math.ceil(math.log2(_z_score() * std_coeff / target)))

@@ -1,10 +1,10 @@
-"""RNS residue arithmetic in numpy: the compact wire format, lazy sums, small weights.
+"""RNS residue arithmetic in numpy: the compact wire format, lazy sums, Shamir sharing.
 
 Batches of ciphertext polynomials are uint64 arrays in *prime-major* layout
-``(k, count, polys, N)``: one contiguous block per RNS prime, which is also the
-order on the wire. Every data prime has ≤ 48 bits, so a residue travels in
-``⌈bits/8⌉ = 6`` little-endian bytes, sums of up to 2^15 residues fit in a
-uint64 without reduction, and a residue times a weight below 2^16 does too.
+``(k, count, N)``: one contiguous block per RNS prime, which is also the order on
+the wire. Every data prime has ≤ 48 bits, so a residue travels in
+``⌈bits/8⌉ = 6`` little-endian bytes and sums of up to 2^15 residues fit in a
+uint64 without reduction.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from secagg.errors import DecodeError, ParameterError
 from secagg.rand import Csprng
 
 _U64 = np.dtype("<u8")
-LIMB_BITS = 16
 
 if sys.byteorder != "little":  # pragma: no cover - the byte views below assume it
     raise ImportError("secagg.ckks requires a little-endian platform")
@@ -93,52 +92,28 @@ def reduce_rows(acc: np.ndarray, primes: Sequence[int]) -> None:
         np.remainder(acc[j], np.uint64(q), out=acc[j])
 
 
-def add_mod(a: np.ndarray, b: np.ndarray, primes: Sequence[int]) -> np.ndarray:
-    out = a + b
-    reduce_rows(out, primes)
-    return out
+def interpolate(
+    shares: np.ndarray, xs: Sequence[int], primes: Sequence[int], *, at: int = 0
+) -> np.ndarray:
+    """The degree-(len(xs)−1) polynomial through ``shares`` ``(m, k, ...)``, evaluated at ``at``.
 
-
-def mul_small(x: np.ndarray, weight: int, q: int) -> np.ndarray:
-    """x·weight mod q for residues x < q < 2^48 and any weight ≥ 0 (16-bit limbs)."""
-    if weight < 0:
-        raise ParameterError("weight must be ≥ 0; negate the result instead")
-    if q >= 1 << 48:
-        raise ParameterError("q must be below 2^48 for small-weight products")
-    qq = np.uint64(q)
-    limbs = []
-    w = weight % q
-    while w:
-        limbs.append(w & ((1 << LIMB_BITS) - 1))
-        w >>= LIMB_BITS
-    acc = np.zeros_like(x)
-    for limb in reversed(limbs):  # Horner, most significant limb first
-        acc = (acc << np.uint64(LIMB_BITS)) % qq
-        acc = (acc + x * np.uint64(limb) % qq) % qq
-    return acc
-
-
-def weighted_sum(terms: Sequence[tuple[int, np.ndarray]], primes: Sequence[int]) -> np.ndarray:
-    """Σ wᵢ·xᵢ mod qⱼ for signed integer weights and residue arrays ``(k, ...)``."""
-    if not terms:
-        raise ParameterError("terms must not be empty")
-    out = np.zeros_like(terms[0][1])
+    Exact (Python integers per prime); used on key-sized arrays only, never on a model.
+    """
+    if len(set(xs)) != len(xs) or shares.shape[0] != len(xs) or at in xs:
+        raise ParameterError("share points must be distinct, one row each, and differ from `at`")
+    out = np.empty(shares.shape[1:], dtype=np.uint64)
     for j, q in enumerate(primes):
-        qq = np.uint64(q)
-        acc = np.zeros_like(out[j])
-        for w, x in terms:
-            term = mul_small(x[j], abs(w), q)
-            if w < 0:
-                term = (qq - term) % qq
-            acc = (acc + term) % qq
-        out[j] = acc
+        acc = np.zeros(shares.shape[2:], dtype=object)
+        for i, xi in enumerate(xs):
+            num, den = 1, 1
+            for m, xm in enumerate(xs):
+                if m != i:
+                    num = num * (at - xm) % q
+                    den = den * (xi - xm) % q
+            weight = num * pow(den, -1, q) % q
+            acc = (acc + shares[i, j].astype(object) * weight) % q
+        out[j] = acc.astype(np.uint64)
     return out
-
-
-def mulmod_exact(a: np.ndarray, b: np.ndarray, q: int) -> np.ndarray:
-    """a·b mod q elementwise on Python integers (exact; for small one-off arrays)."""
-    prod = a.astype(object) * b.astype(object) % q
-    return prod.astype(np.uint64)
 
 
 def shamir_share(

@@ -10,23 +10,19 @@ scale, and sampled coefficients through ``obj[i]``) and refuses with
 
 What SEAL samples, and from where:
 
-* key shares: ``KeyGenerator`` draws the ternary secret and the public-key
-  error from a Blake2xb PRNG seeded with 512 bits from the caller's ``rng``
-  (two separate seeded contexts, so the secret and the error never share a
-  stream);
-* client encryptions: ``Encryptor`` draws u, e0, e1 from SEAL's own Blake2xb
-  PRNG, freshly seeded per encryption from the operating system
-  (``std::random_device``). Seeding it from our rng would need one SEAL context
-  per ciphertext (5 ms each), so client ciphertexts are not reproducible under
-  a DeterministicRng; everything secret-bearing elsewhere is;
-* smudging noise: sampled in numpy from the caller's ``rng`` and only mapped to
-  the NTT domain by SEAL's (deterministic) encoder.
+* a client's per-round secret kᵢ: uniform ternary coefficients from the caller's
+  ``rng``, mapped to the NTT domain by SEAL's Evaluator;
+* a client's RLWE error eᵢⱼ: SEAL's ``encrypt_symmetric`` draws it (and a c1 that
+  is then replaced by the public CRS polynomial) from its own Blake2xb PRNG,
+  freshly seeded per encryption from the operating system (``std::random_device``).
+  Seeding it from our rng would need one SEAL context per ciphertext (5 ms each)
+  — and a context with a fixed seed would reuse one error for every ciphertext —
+  so client ciphertexts are not reproducible under a DeterministicRng.
 """
 
 from __future__ import annotations
 
 import ctypes
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -140,12 +136,14 @@ class SealContext:
         self.preset = preset
         self.primes = primes
         self.degree = preset.poly_degree
-        self.k = len(primes) - 1
+        self.k = len(preset.data_prime_bits)
         self.context = self._make_context(None)
         self.encoder = seal.CKKSEncoder(self.context)
         self.evaluator = seal.Evaluator(self.context)
         self.data_parms = list(self.context.first_parms_id())
         self.key_parms = list(self.context.key_parms_id())
+        self._template = _work_ciphertext(self, 1.0)  # public content; coefficient form
+        self.evaluator.transform_from_ntt_inplace(self._template)
 
     def _make_context(self, rng: Csprng | None) -> seal.SEALContext:
         parms = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
@@ -163,102 +161,96 @@ class SealContext:
             raise ParameterError("SEAL's primes must match the declared primes")
         return ctx
 
-    # -- key material -------------------------------------------------------------
+    # -- keys -------------------------------------------------------------------------
 
-    def generate_key_share(self, rng: Csprng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(sᵢ, pk0ᵢ, aᵢ) at the key level, NTT form, each ``(k+1, N)`` uint64.
+    def fresh_secret(self, *, rng: Csprng) -> tuple[seal.SecretKey, np.ndarray]:
+        """A fresh uniform ternary secret: the SEAL key and its data-level NTT rows ``(k, N)``.
 
-        Security: ``sᵢ`` is the holder's secret; the two SEAL contexts are seeded
-        from independent forks of ``rng`` so the secret and the error never share
-        a PRNG stream.
+        The coefficients come from ``rng``; SEAL's own NTT maps them to the NTT domain
+        (a coefficient-form work ciphertext (k, 1) turned into NTT form by the Evaluator).
+
+        Security: both outputs are secret; the caller keeps them for one round only.
         """
-        secret_ctx = self._make_context(rng.fork("ckks/keygen/secret"))
-        keygen = seal.KeyGenerator(secret_ctx)
-        secret_key = keygen.secret_key()
-        noise_ctx = self._make_context(rng.fork("ckks/keygen/error"))
-        pk = seal.PublicKey()
-        seal.KeyGenerator(noise_ctx, secret_key).create_public_key(pk)
-        shape = (self.k + 1, self.degree)
-        secret = plaintext_view(secret_key.data()).reshape(shape).copy()
-        pk_data = ciphertext_view(pk.data())
-        return secret, pk_data[0].copy(), pk_data[1].copy()
-
-    def public_key(self, b: np.ndarray, a: np.ndarray) -> seal.PublicKey:
-        """A SEAL PublicKey holding (b, a) at the key level."""
-        template = seal.KeyGenerator(self.context)
-        pk = seal.PublicKey()
-        template.create_public_key(pk)
-        view = ciphertext_view(pk.data())
-        view[0] = b
-        view[1] = a
-        return pk
-
-    def encryptor(self, b: np.ndarray, a: np.ndarray) -> seal.Encryptor:
-        return seal.Encryptor(self.context, self.public_key(b, a))
+        coeffs = rng.integers_below(3, self.degree).astype(np.int64) - 1  # {−1, 0, 1}
+        work = self._template  # a scratch buffer: only this call touches it
+        view = ciphertext_view(work)
+        for j, q in enumerate(self.primes[: self.k]):
+            view[0, j] = np.where(coeffs < 0, q - 1, coeffs).astype(np.uint64)
+            view[1, j] = 1  # any non-zero c1: SEAL refuses to transform a "transparent" one
+        self.evaluator.transform_to_ntt_inplace(work)
+        rows = ciphertext_view(work)[0].copy()
+        view = ciphertext_view(work)
+        view[0] = 0
+        self.evaluator.transform_from_ntt_inplace(work)  # back to coefficient form, no secret
+        return self.secret_key(rows), rows
 
     def secret_key(self, rows: np.ndarray) -> seal.SecretKey:
-        """A SEAL SecretKey whose data-level rows are ``rows`` (special-prime row zero).
+        """A SEAL SecretKey whose data-level rows are ``rows`` (any special-prime row zero).
 
-        Security: the result holds secret material; keep it inside a key holder.
+        Security: the result holds secret material.
         """
         sk = seal.KeyGenerator(self.context).secret_key()  # storage; overwritten below
-        view = plaintext_view(sk.data()).reshape(self.k + 1, self.degree)
+        view = plaintext_view(sk.data()).reshape(-1, self.degree)
         view[: self.k] = rows
         view[self.k :] = 0
         return sk
 
-    # -- encryption -----------------------------------------------------------------
+    # -- encryption -------------------------------------------------------------------
 
-    def encrypt(self, encryptor: seal.Encryptor, values: np.ndarray, scale: float) -> np.ndarray:
-        """Encrypt reals (length a multiple of N) → prime-major ``(k, count, 2, N)``."""
+    def encrypt_c0(
+        self, secret_key: seal.SecretKey, values: np.ndarray, scale: float, crs: np.ndarray
+    ) -> np.ndarray:
+        """c0ⱼ = −aⱼ·k − eⱼ + Encode_Δ(mⱼ) for reals (length count·N) → ``(k, count, N)``.
+
+        SEAL's ``encrypt_symmetric`` gives (−a'·k − e + Δm, a') with its own random a';
+        decrypting (that c0, a' − aⱼ) under k adds (a' − aⱼ)·k inside SEAL, which
+        turns it into the ciphertext for the public ``crs`` polynomial aⱼ.
+
+        Security: uses the client's secret; the output alone is an RLWE sample.
+        """
         n = self.degree
         count = values.size // n
         slots = values.reshape(count, n // 2, 2)
-        out = np.empty((self.k, count, 2, n), dtype=np.uint64)
-        pt, ct = seal.Plaintext(), seal.Ciphertext()
+        out = np.empty((self.k, count, n), dtype=np.uint64)
+        encryptor = seal.Encryptor(self.context, secret_key)
+        decryptor = seal.Decryptor(self.context, secret_key)
+        pt, ct, shifted = seal.Plaintext(), seal.Ciphertext(), seal.Plaintext()
+        primes = np.asarray(self.primes[: self.k], dtype=np.uint64)[:, None]
         for i in range(count):
             z = (slots[i, :, 0] + 1j * slots[i, :, 1]).tolist()
             self.encoder.encode(z, self.data_parms, scale, pt)
-            encryptor.encrypt(pt, ct)
-            out[:, i] = ciphertext_view(ct).transpose(1, 0, 2)
+            encryptor.encrypt_symmetric(pt, ct)
+            view = ciphertext_view(ct)
+            view[1] = (view[1] + (primes - crs[:, i])) % primes
+            decryptor.decrypt(ct, shifted)
+            out[:, i] = plaintext_view(shifted).reshape(self.k, n)
         return out
 
-    # -- decryption -----------------------------------------------------------------
+    # -- decryption -------------------------------------------------------------------
 
-    def share_decryptor(self, rows: np.ndarray) -> ShareDecryptor:
-        return ShareDecryptor(self, rows)
+    def decrypt_with(
+        self, secret_rows: np.ndarray, c0: np.ndarray, crs: np.ndarray, scale: float
+    ) -> np.ndarray:
+        """Decrypt ``(c0ⱼ, aⱼ)`` (each ``(k, count, N)``) under ``secret_rows`` → reals.
 
-    def decode(self, fused: np.ndarray, scale: float) -> np.ndarray:
-        """Prime-major ``(k, count, N)`` NTT-form plaintexts at ``scale`` → reals."""
-        n = self.degree
-        count = fused.shape[1]
-        pt = seal.Plaintext()
-        self.encoder.encode(0.0, self.data_parms, scale, pt)
-        view = plaintext_view(pt).reshape(self.k, n)
-        out = np.empty((count, n // 2, 2), dtype=np.float64)
-        for i in range(count):
-            view[:] = fused[:, i]
-            z = np.asarray(self.encoder.decode_complex(pt), dtype=np.complex128)
-            out[i, :, 0] = z.real
-            out[i, :, 1] = z.imag
-        return out.reshape(-1)
-
-    def decrypt_with(self, secret_rows: np.ndarray, ct: np.ndarray, scale: float) -> np.ndarray:
-        """Single-key decryption of prime-major ``(k, count, 2, N)`` (oracle tests, benches).
-
-        Security: needs the whole secret; never used by the protocol roles.
+        Security: needs the round's opened key K_S; SEAL computes c0 + a·K and decodes.
         """
         decryptor = seal.Decryptor(self.context, self.secret_key(secret_rows))
         work = _work_ciphertext(self, scale)
         view = ciphertext_view(work)
         pt = seal.Plaintext()
-        out = []
-        for i in range(ct.shape[1]):
-            view[:] = ct[:, i].transpose(1, 0, 2)
+        n = self.degree
+        count = c0.shape[1]
+        out = np.empty((count, n // 2, 2), dtype=np.float64)
+        for i in range(count):
+            view[0] = c0[:, i]
+            view[1] = crs[:, i]
             decryptor.decrypt(work, pt)
             z = np.asarray(self.encoder.decode_complex(pt), dtype=np.complex128)
-            out.append(np.stack([z.real, z.imag], axis=1).reshape(-1))
-        return np.concatenate(out)
+            out[i, :, 0] = z.real
+            out[i, :, 1] = z.imag
+        view[:] = 0
+        return out.reshape(-1)
 
 
 def _work_ciphertext(ctx: SealContext, scale: float) -> seal.Ciphertext:
@@ -269,44 +261,3 @@ def _work_ciphertext(ctx: SealContext, scale: float) -> seal.Ciphertext:
     ctx.encoder.encode(0.0, ctx.data_parms, scale, pt)
     encryptor.encrypt_symmetric(pt, ct)
     return ct
-
-
-class ShareDecryptor:
-    """One key holder's partial decryption: dⱼ = c1·ŝⱼ + eⱼ with fresh smudging eⱼ.
-
-    Security: holds the holder's Shamir-combined key share ŝⱼ inside SEAL. The
-    smudging noise eⱼ has i.i.d. Gaussian coefficients of width σ drawn from the
-    caller's rng; SEAL only maps it to the NTT domain (its encoder is
-    deterministic). The unsmudged product c1·ŝⱼ never leaves SEAL.
-    """
-
-    def __init__(self, ctx: SealContext, rows: np.ndarray) -> None:
-        self._ctx = ctx
-        self._decryptor = seal.Decryptor(ctx.context, ctx.secret_key(rows))
-        self._work = _work_ciphertext(ctx, 1.0)
-
-    def __repr__(self) -> str:
-        return "ShareDecryptor(<secret>)"
-
-    def partial(self, c1: np.ndarray, sigma: float, *, rng: Csprng) -> np.ndarray:
-        """Smudged shares for prime-major c1 ``(k, count, N)`` → ``(k, count, N)``."""
-        ctx = self._ctx
-        n = ctx.degree
-        count = c1.shape[1]
-        out = np.empty_like(c1)
-        view = ciphertext_view(self._work)
-        noise_pt, share_pt = seal.Plaintext(), seal.Plaintext()
-        # slot-domain noise: i.i.d. N(0, σ²) coefficients ⇔ slots with Re, Im ~ N(0, Nσ²/2)
-        slot_std = sigma * math.sqrt(n / 2)
-        for i in range(count):
-            g = rng.standard_normal(n) * slot_std
-            self._ctx.encoder.encode(
-                (g[0::2] + 1j * g[1::2]).tolist(), ctx.data_parms, 1.0, noise_pt
-            )
-            view[0] = 0
-            view[1] = c1[:, i]
-            ctx.evaluator.add_plain_inplace(self._work, noise_pt)
-            self._decryptor.decrypt(self._work, share_pt)
-            out[:, i] = plaintext_view(share_pt).reshape(ctx.k, n)
-        view[:] = 0
-        return out

@@ -9,17 +9,18 @@ Public face: :class:`PairwiseMasking` (a :class:`~secagg.protocol.Scheme`),
 from secagg.masking.client import ClientPhase, MaskingClient
 from secagg.masking.encoding import FixedPointEncoding
 from secagg.masking.graph import MaskingGraph, default_degree
-from secagg.masking.scheme import IdentityRegistry, PairwiseMasking
+from secagg.masking.params import RoundParams
+from secagg.masking.scheme import PairwiseMasking
 from secagg.masking.server import MaskingServer, ServerPhase
 
 __all__ = [
     "ClientPhase",
     "FixedPointEncoding",
-    "IdentityRegistry",
     "MaskingClient",
     "MaskingGraph",
     "MaskingServer",
     "PairwiseMasking",
+    "RoundParams",
     "ServerPhase",
     "default_degree",
 ]

@@ -16,6 +16,7 @@ import enum
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from secagg import channels
 from secagg.errors import (
     InconsistentViewError,
     InsufficientParticipantsError,
@@ -24,7 +25,6 @@ from secagg.errors import (
     ShareReuseError,
     UnexpectedPhaseError,
 )
-from secagg.masking import crypto
 from secagg.masking.messages import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -36,16 +36,22 @@ from secagg.masking.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from secagg.masking.params import Header, RoundParams
+from secagg.masking.params import (
+    ADVERT_PURPOSE,
+    SURVIVORS_PURPOSE,
+    VIEW_PURPOSE,
+    Header,
+    RoundParams,
+)
 from secagg.masking.prg import apply_masks
 from secagg.masking.sharing import ELEMENTS, PRIME, SHARE_WORDS, secrets_to_field, share_secrets
 from secagg.protocol import SERVER, ClientRole, PartyId, check_vector
 from secagg.rand import Csprng
 from secagg.wire import Message
 
-PAIR_MASK = b"pair-mask"
-SELF_MASK = b"self-mask"
-SHARE_KEY = b"share-encryption"
+PAIR_MASK = b"masking/pair-mask"
+SELF_MASK = b"masking/self-mask"
+SHARE_KEY = b"masking/share-encryption"
 
 
 class ClientPhase(enum.Enum):
@@ -60,7 +66,7 @@ class ClientPhase(enum.Enum):
 
 def share_header(params: RoundParams, sender: PartyId, recipient: PartyId) -> bytes:
     """AEAD associated data of one share ciphertext: session, round, direction."""
-    return crypto.frame(b"share", params.session, params.context(sender, recipient))
+    return channels.frame(b"share", params.session, params.context(sender, recipient))
 
 
 def self_mask_key(params: RoundParams, owner: PartyId, seed: bytes) -> bytes:
@@ -68,7 +74,7 @@ def self_mask_key(params: RoundParams, owner: PartyId, seed: bytes) -> bytes:
 
     Security: derived from the secret seed; a secret.
     """
-    return crypto.derive_key(
+    return channels.derive_key(
         seed, purpose=SELF_MASK, salt=params.session, context=params.context(owner)
     )
 
@@ -78,7 +84,7 @@ def pair_mask_key(params: RoundParams, a: PartyId, b: PartyId, shared: bytes) ->
 
     Security: derived from an X25519 shared secret; a secret.
     """
-    return crypto.derive_key(
+    return channels.derive_key(
         shared, purpose=PAIR_MASK, salt=params.session, context=params.pair_context(a, b)
     )
 
@@ -109,15 +115,19 @@ class MaskingClient(ClientRole):
         self._identity = identity
         self._rng = rng
         self._encoded: np.ndarray | None = None
-        self._encryption_key = crypto.new_agreement_key(rng=rng)
-        self._mask_key = crypto.new_agreement_key(rng=rng)
-        self._seed = rng.random_bytes(crypto.KEY_BYTES)
+        self._encryption_key = channels.new_agreement_key(rng=rng)
+        self._mask_key = channels.new_agreement_key(rng=rng)
+        self._seed = rng.random_bytes(channels.KEY_BYTES)
         self._peers: tuple[PartyId, ...] = ()
         self._pair_keys: dict[PartyId, bytes] = {}
         self._receive_keys: dict[PartyId, bytes] = {}
         self._held: dict[PartyId, np.ndarray] = {}  # owner -> 18 share words (incl. our own)
         self._live: tuple[PartyId, ...] = ()
-        self._signed: tuple[PartyId, ...] | None = None
+        self._advert_digests: dict[PartyId, bytes] = {}
+        self._advertisers: frozenset[PartyId] = frozenset()
+        self._own_digest = b""
+        self._masking_set: frozenset[PartyId] = frozenset()
+        self._signed: frozenset[PartyId] | None = None
         self._revealed: dict[PartyId, str] = {}
 
     def __repr__(self) -> str:
@@ -130,10 +140,12 @@ class MaskingClient(ClientRole):
             raise UnexpectedPhaseError(f"{self.party} must protect once per round")
         values = check_vector(vector, self.params.dim)
         self._encoded = self.params.encoding.encode(values, rng=self._rng)
-        enc_pub = crypto.public_bytes(self._encryption_key)
-        mask_pub = crypto.public_bytes(self._mask_key)
+        enc_pub = channels.public_bytes(self._encryption_key)
+        mask_pub = channels.public_bytes(self._mask_key)
         commitment = self.params.seed_commitment(self.party, self._seed)
         payload = self.params.advert_payload(self.party, enc_pub, mask_pub, commitment)
+        signature = channels.sign(self._identity, ADVERT_PURPOSE, payload)
+        self._own_digest = self.params.advert_digest(payload, signature)
         self.phase = ClientPhase.ADVERTISED
         return [
             AdvertiseKeys(
@@ -141,7 +153,7 @@ class MaskingClient(ClientRole):
                 encryption_key=enc_pub,
                 mask_key=mask_pub,
                 seed_commitment=commitment,
-                signature=crypto.sign(self._identity, b"advert", payload),
+                signature=signature,
             )
         ]
 
@@ -174,17 +186,50 @@ class MaskingClient(ClientRole):
 
     # -- window 1: share keys -----------------------------------------------------------
 
-    def _share_keys(self, roster: KeyRoster) -> list[Message]:
+    def _bind_graph(self, roster: KeyRoster) -> RoundParams:
+        """Check the advertiser list and return the parameters with the round's graph.
+
+        Sparse graph: the seed is recomputed here from the advert digests; the client's
+        own entry must be its own advert, and every neighbour's full advert must match
+        its digest (checked by the caller), so the server cannot substitute a digest it
+        ground. Full graph: the graph is complete whatever the seed, the roster already
+        holds every other advert, and the digests are left out.
+        """
         p = self.params
-        neighbours = set(p.neighbours(self.party))
+        if p.full:
+            if roster.advertisers:
+                raise InconsistentViewError("advertisers must be empty on the full graph")
+            advertisers = {self.party, *roster.parties}
+            seed = p.graph_seed_for(())
+        else:
+            if not all(p.in_cohort(a) for a in roster.advertisers):
+                raise InconsistentViewError("advertisers must be members of the round's cohort")
+            digests = dict(zip(roster.advertisers, roster.advert_digests, strict=True))
+            if digests.get(self.party) != self._own_digest:
+                raise InconsistentViewError(f"advertisers must list {self.party}'s own advert")
+            self._advert_digests = digests
+            advertisers = set(digests)
+            seed = p.graph_seed_for(digests.items())
+        if len(advertisers) < p.threshold:
+            raise InsufficientParticipantsError(
+                f"advertisers must be at least {p.threshold}; got {len(advertisers)}"
+            )
+        self._advertisers = frozenset(advertisers)
+        return p.bind_graph(seed)
+
+    def _share_keys(self, roster: KeyRoster) -> list[Message]:
+        p = self._bind_graph(roster)
+        neighbours = set(p.neighbours(self.party)) & self._advertisers
         if not set(roster.parties) <= neighbours:
-            raise InconsistentViewError("roster parties must be this client's graph neighbours")
+            raise InconsistentViewError(
+                "roster parties must be this client's graph neighbours among the advertisers"
+            )
         if len(roster.parties) + 1 < p.local_threshold:
             raise InsufficientParticipantsError(
                 f"live holders must be at least {p.local_threshold}; got {len(roster.parties) + 1}"
             )
         keys = [*roster.encryption_keys, *roster.mask_keys]
-        own = {crypto.public_bytes(self._encryption_key), crypto.public_bytes(self._mask_key)}
+        own = {channels.public_bytes(self._encryption_key), channels.public_bytes(self._mask_key)}
         if len(set(keys) | own) != len(keys) + 2:
             raise InconsistentViewError("advertised keys must all be distinct")
         pair_keys, send_keys, receive_keys = {}, {}, {}
@@ -192,15 +237,18 @@ class MaskingClient(ClientRole):
             payload = p.advert_payload(
                 peer, roster.encryption_keys[i], roster.mask_keys[i], roster.seed_commitments[i]
             )
-            crypto.verify(p.identities[peer], roster.signatures[i], b"advert", payload)
-            channel = crypto.agree(self._encryption_key, roster.encryption_keys[i])
+            channels.verify(p.identities[peer], roster.signatures[i], ADVERT_PURPOSE, payload)
+            digest = self._advert_digests.get(peer)
+            if digest is not None and p.advert_digest(payload, roster.signatures[i]) != digest:
+                raise InconsistentViewError(f"advert digest of {peer} must match its advert")
+            channel = channels.agree(self._encryption_key, roster.encryption_keys[i])
             send_keys[peer] = self._share_key(channel, self.party, peer)
             receive_keys[peer] = self._share_key(channel, peer, self.party)
-            shared = crypto.agree(self._mask_key, roster.mask_keys[i])
+            shared = channels.agree(self._mask_key, roster.mask_keys[i])
             pair_keys[peer] = pair_mask_key(p, self.party, peer, shared)
-        peers = tuple(sorted(roster.parties, key=p.position))
-        holders = tuple(sorted((self.party, *peers), key=p.position))  # Shamir points in order
-        secrets = secrets_to_field(self._seed, crypto.private_bytes(self._mask_key))
+        peers = p.ordered(roster.parties)
+        holders = p.ordered((self.party, *peers))  # Shamir points in order
+        secrets = secrets_to_field(self._seed, channels.private_bytes(self._mask_key))
         rows = share_secrets(
             secrets,
             threshold=p.local_threshold,
@@ -213,13 +261,16 @@ class MaskingClient(ClientRole):
                 self._held[self.party] = row
                 continue
             header = share_header(p, self.party, holder)
-            ciphertexts.append(crypto.seal(send_keys[holder], row.astype("<u4").tobytes(), header))
+            ciphertexts.append(
+                channels.seal(send_keys[holder], row.astype("<u4").tobytes(), header)
+            )
+        self.params = p
         self._peers, self._pair_keys, self._receive_keys = peers, pair_keys, receive_keys
         self.phase = ClientPhase.SHARED
         return [EncryptedShares(**self._header(), recipients=peers, ciphertexts=tuple(ciphertexts))]
 
     def _share_key(self, channel: bytes, sender: PartyId, recipient: PartyId) -> bytes:
-        return crypto.derive_key(
+        return channels.derive_key(
             channel,
             purpose=SHARE_KEY,
             salt=self.params.session,
@@ -228,17 +279,41 @@ class MaskingClient(ClientRole):
 
     # -- window 2: masked input ---------------------------------------------------------
 
+    def _check_masking_set(self, bundle: ShareBundle) -> frozenset[PartyId]:
+        """U2 as the server announced it; this client's masks are exactly U2 ∩ N(self).
+
+        Security: the bundle must hold a share from every neighbour in U2, and from no
+        one else: a server that drops a sender (a truncated bundle) or narrows U2 for this
+        client alone is caught here or, at the latest, by the view signatures.
+        """
+        p = self.params
+        masking_set = frozenset(bundle.masking_set)
+        if self.party not in masking_set or not masking_set <= self._advertisers:
+            raise InconsistentViewError(
+                f"masking set must contain {self.party} and only advertisers"
+            )
+        if len(masking_set) < p.threshold:
+            raise InsufficientParticipantsError(
+                f"masking set must be at least {p.threshold}; got {len(masking_set)}"
+            )
+        expected = (masking_set & set(p.neighbours(self.party))) - {self.party}
+        if set(bundle.senders) != expected or not expected <= set(self._peers):
+            raise InconsistentViewError(
+                "share senders must be exactly this client's neighbours in the masking set; "
+                f"got {len(bundle.senders)} of {len(expected)}"
+            )
+        if len(expected) + 1 < p.local_threshold:
+            raise InsufficientParticipantsError(
+                f"live holders must be at least {p.local_threshold}; got {len(expected) + 1}"
+            )
+        return masking_set
+
     def _masked_input(self, bundle: ShareBundle) -> list[Message]:
         p = self.params
-        if not set(bundle.senders) <= set(self._peers):
-            raise InconsistentViewError("share senders must be peers from this client's roster")
-        if len(bundle.senders) + 1 < p.local_threshold:
-            raise InsufficientParticipantsError(
-                f"live holders must be at least {p.local_threshold}; got {len(bundle.senders) + 1}"
-            )
+        masking_set = self._check_masking_set(bundle)
         received = {}
         for sender, ciphertext in zip(bundle.senders, bundle.ciphertexts, strict=True):
-            plain = crypto.unseal(
+            plain = channels.unseal(
                 self._receive_keys[sender], ciphertext, share_header(p, sender, self.party)
             )
             row = np.frombuffer(plain, dtype="<u4").astype(np.uint32)
@@ -247,7 +322,7 @@ class MaskingClient(ClientRole):
             received[sender] = row
         if self._encoded is None:  # unreachable by the phase table; keeps the invariant explicit
             raise ShareReuseError(f"{self.party} has already sent its masked input")
-        live = tuple(sorted(bundle.senders, key=p.position))
+        live = p.ordered(bundle.senders)
         masked = self._encoded
         self._encoded = None
         add = [self_mask_key(p, self.party, self._seed)]
@@ -257,32 +332,56 @@ class MaskingClient(ClientRole):
         apply_masks(masked, add=add, subtract=subtract)
         self._held.update(received)
         self._live = live
+        self._masking_set = masking_set
         self._pair_keys.clear()
         self._receive_keys.clear()
         self.phase = ClientPhase.MASKED
-        return [MaskedInput(**self._header(), vector=masked)]
+        view = channels.sign(self._identity, VIEW_PURPOSE, p.view_payload(self.party, masking_set))
+        return [MaskedInput(**self._header(), vector=masked, view_signature=view)]
 
     # -- window 3: consistency check ----------------------------------------------------
 
+    def _check_floor(self, survivors: frozenset[PartyId]) -> None:
+        p = self.params
+        floor = max(p.threshold, p.min_honest)
+        if len(survivors) < floor:
+            raise InsufficientParticipantsError(
+                f"survivors must be at least {floor} (threshold {p.threshold}, "
+                f"min_honest {p.min_honest}); got {len(survivors)}"
+            )
+
     def _sign_survivors(self, request: ConsistencyRequest) -> list[Message]:
         p = self.params
-        if not all(p.in_cohort(s) for s in request.survivors):
-            raise InconsistentViewError("survivors must be members of the round's cohort")
-        if self.party not in request.survivors:
+        survivors = frozenset(request.survivors)
+        if not survivors <= self._masking_set:
+            raise InconsistentViewError("survivors must be members of the masking set U2")
+        if self.party not in survivors:
             raise InconsistentViewError(
                 f"survivors must include {self.party}, whose input was sent"
             )
-        if len(request.survivors) < p.threshold:
-            raise InsufficientParticipantsError(
-                f"survivors must be at least {p.threshold}; got {len(request.survivors)}"
+        self._check_floor(survivors)
+        # before signing: every survivor whose self-mask share this client would reveal
+        # must have masked with the very same U2 (else its input could be isolated)
+        owners = set(self._live) & survivors
+        if set(request.view_signers) != owners:
+            raise InconsistentViewError(
+                "view signers must be exactly the surviving neighbours; "
+                f"got {len(request.view_signers)} of {len(owners)}"
             )
-        survivors = tuple(sorted(request.survivors, key=p.position))
-        payload = p.survivor_payload(self.party, survivors)
+        for owner, signature in zip(request.view_signers, request.view_signatures, strict=True):
+            channels.verify(
+                p.identities[owner],
+                signature,
+                VIEW_PURPOSE,
+                p.view_payload(owner, self._masking_set),
+            )
+        payload = p.survivor_payload(self.party, self._masking_set, survivors)
         self._signed = survivors
         self.phase = ClientPhase.SIGNED
         return [
             ConsistencySignature(
-                **self._header(), signature=crypto.sign(self._identity, b"survivors", payload)
+                **self._header(),
+                signature=channels.sign(self._identity, SURVIVORS_PURPOSE, payload),
             )
         ]
 
@@ -315,7 +414,13 @@ class MaskingClient(ClientRole):
     def _check_unmask_view(
         self, request: UnmaskRequest
     ) -> tuple[tuple[PartyId, ...], tuple[PartyId, ...]]:
-        """Verify the server's view; return whose seed shares and whose key shares to reveal."""
+        """Verify the server's view; return whose seed shares and whose key shares to reveal.
+
+        Security: shares leave only if at least t′ of this client's holders (t of the
+        cohort on the full graph) signed the very pair (U2, U3) this client signed. Honest
+        clients sign one pair each, so two conflicting pairs need ≥ 2t′ − (k + 1) corrupt
+        signers among one holder set (threat_model.md, "Agreed views").
+        """
         p = self.params
         survivors, dropped = set(request.survivors), set(request.dropped)
         if survivors & dropped:
@@ -325,20 +430,23 @@ class MaskingClient(ClientRole):
             )
         if self._signed is None or survivors != set(self._signed):
             raise InconsistentViewError("survivors must equal the set this client signed")
-        if len(survivors) < p.threshold:
-            raise InsufficientParticipantsError(
-                f"survivors must be at least {p.threshold}; got {len(survivors)}"
-            )
+        self._check_floor(self._signed)
         if self.party in dropped:
             raise InconsistentViewError(f"dropped must not include {self.party}")
-        if not set(request.signers) <= survivors or len(request.signers) < p.threshold:
+        if dropped != set(self._masking_set) - survivors:
+            raise InconsistentViewError("dropped must be exactly the masking set minus survivors")
+        holders = p.holders(self.party)
+        signers = set(request.signers)
+        if not signers <= survivors or not signers <= holders:
+            raise InconsistentViewError("signers must be surviving holders of this client")
+        if len(signers) < p.local_threshold:
             raise InsufficientParticipantsError(
-                f"distinct surviving signers must be at least {p.threshold}; "
-                f"got {len(set(request.signers) & survivors)}"
+                f"surviving holders that signed must be at least {p.local_threshold}; "
+                f"got {len(signers)}"
             )
         for signer, signature in zip(request.signers, request.signatures, strict=True):
-            payload = p.survivor_payload(signer, self._signed)
-            crypto.verify(p.identities[signer], signature, b"survivors", payload)
+            payload = p.survivor_payload(signer, self._masking_set, self._signed)
+            channels.verify(p.identities[signer], signature, SURVIVORS_PURPOSE, payload)
         owners = (self.party, *self._live)
         seed_owners = tuple(o for o in owners if o in survivors)
         key_owners = tuple(o for o in owners if o in dropped)

@@ -8,7 +8,9 @@ neighbours on each side. Every client then has exactly k neighbours, and per-
 client work is O(k·m) instead of O(n·m). When k ≥ n − 1 the graph is full.
 
 The permutation comes from :class:`~secagg.rand.CommonRandomness` on the round's
-public session id, so every party computes the same graph without a message.
+graph seed, a hash over the clients' signed key adverts
+(:meth:`~secagg.masking.params.RoundParams.graph_seed_for`), so every party computes the
+same graph from the roster it receives, and the server cannot pick it by choosing a session id.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import dataclasses
 
 import numpy as np
 
+from secagg.channels import KEY_BYTES, SIGNATURE_BYTES
 from secagg.errors import DecodeError
-from secagg.masking.crypto import KEY_BYTES, SIGNATURE_BYTES
 from secagg.masking.sharing import ELEMENTS, SHARE_BYTES
 from secagg.wire import Message, register
 
@@ -53,11 +53,14 @@ class AdvertiseKeys(Message):
         _check_lengths("advert signature", (self.signature,), SIGNATURE_BYTES)
 
 
-@register(0x0202)
+@register(0x0202, version=2)
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KeyRoster(Message):
-    """Server → client: the signed adverts of the client's live neighbours."""
+    """Server → client: every advertiser and its advert's digest (the graph seed's input),
+    and the signed adverts of the client's live neighbours."""
 
+    advertisers: tuple[str, ...]
+    advert_digests: tuple[bytes, ...]
     parties: tuple[str, ...]
     encryption_keys: tuple[bytes, ...]
     mask_keys: tuple[bytes, ...]
@@ -70,6 +73,10 @@ class KeyRoster(Message):
         if any(len(c) != n for c in columns):
             raise DecodeError("roster columns must have one entry per party")
         _check_distinct("roster", self.parties)
+        _check_distinct("advertisers", self.advertisers)
+        if len(self.advert_digests) != len(self.advertisers):
+            raise DecodeError("advert digests must have one entry per advertiser")
+        _check_lengths("advert digests", self.advert_digests, KEY_BYTES)
         _check_lengths("roster keys", self.encryption_keys + self.mask_keys, KEY_BYTES)
         _check_lengths("roster commitments", self.seed_commitments, KEY_BYTES)
         _check_lengths("roster signatures", self.signatures, SIGNATURE_BYTES)
@@ -90,48 +97,62 @@ class EncryptedShares(Message):
         _check_lengths("share ciphertexts", self.ciphertexts, SHARE_CIPHERTEXT_BYTES)
 
 
-@register(0x0204)
+@register(0x0204, version=2)
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ShareBundle(Message):
-    """Server → client: the share ciphertexts addressed to it, by their senders."""
+    """Server → client: U2 (every client whose shares were accepted: the global masking
+    set) and the share ciphertexts addressed to this client, by their senders."""
 
+    masking_set: tuple[str, ...]
     senders: tuple[str, ...]
     ciphertexts: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
+        _check_distinct("masking set", self.masking_set)
         if len(self.senders) != len(self.ciphertexts):
             raise DecodeError("bundle ciphertexts must have one sender each")
         _check_distinct("bundle senders", self.senders)
         _check_lengths("bundle ciphertexts", self.ciphertexts, SHARE_CIPHERTEXT_BYTES)
 
 
-@register(0x0205)
+@register(0x0205, version=2)
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MaskedInput(Message):
-    """Client → server: the encoded update plus self-mask plus pairwise masks, in ℤ_{2^w}."""
+    """Client → server: the encoded update plus self-mask plus pairwise masks, in ℤ_{2^w},
+    and the client's signature over the masking set U2 it used (its view)."""
 
     vector: np.ndarray
+    view_signature: bytes
 
     def __post_init__(self) -> None:
+        _check_lengths("view signature", (self.view_signature,), SIGNATURE_BYTES)
         if self.vector.ndim != 1 or self.vector.dtype not in _WIRE_UINTS:
             raise DecodeError("masked vector must be a 1-D uint16/uint32/uint64 array")
 
 
-@register(0x0206)
+@register(0x0206, version=2)
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ConsistencyRequest(Message):
-    """Server → client: the survivor set (clients whose masked input arrived), to be signed."""
+    """Server → client: the survivor set U3 (clients whose masked input arrived), to be
+    signed, with the view signatures of the surviving neighbours whose self-mask shares
+    the client would reveal."""
 
     survivors: tuple[str, ...]
+    view_signers: tuple[str, ...]
+    view_signatures: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
         _check_distinct("survivors", self.survivors)
+        _check_distinct("view signers", self.view_signers)
+        if len(self.view_signers) != len(self.view_signatures):
+            raise DecodeError("view signatures must have one signer each")
+        _check_lengths("view signatures", self.view_signatures, SIGNATURE_BYTES)
 
 
-@register(0x0207)
+@register(0x0207, version=2)
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ConsistencySignature(Message):
-    """Client → server: the client's signature over the survivor set it was shown."""
+    """Client → server: the client's signature over the pair (U2, U3) it was shown."""
 
     signature: bytes
 
@@ -142,8 +163,8 @@ class ConsistencySignature(Message):
 @register(0x0208)
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class UnmaskRequest(Message):
-    """Server → client: survivors (reveal self-mask shares), dropped (reveal key shares),
-    and the survivors' signatures over the survivor set."""
+    """Server → client: survivors U3 (reveal self-mask shares), dropped U2 − U3 (reveal key
+    shares), and the consistency signatures of the recipient's surviving holders."""
 
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]

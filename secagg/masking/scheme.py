@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from secagg.errors import InsufficientParticipantsError, ParameterError
-from secagg.masking import crypto
+from secagg.identity import PartyKeys, Roster, simulated_identities
 from secagg.masking.client import MaskingClient
 from secagg.masking.encoding import FixedPointEncoding
-from secagg.masking.graph import MaskingGraph, default_degree
+from secagg.masking.graph import default_degree
 from secagg.masking.params import RoundParams, default_threshold, validate_threshold
 from secagg.masking.server import MaskingServer
 from secagg.masking.sharing import PRIME
@@ -20,35 +18,6 @@ from secagg.schemes import AggregationConfig
 
 GRAPHS = ("full", "sparse")
 CLIENT_PHASES = 5  # advertise, share keys, masked input, consistency, unmask
-
-
-class IdentityRegistry:
-    """The PKI the protocol assumes: each client's long-term Ed25519 identity key.
-
-    In a deployment each client keeps its own private key and an authority
-    certifies the public keys; in simulation this registry enrols clients and
-    hands each role only its own private key plus everyone's public keys.
-
-    Security: holds private identity keys (simulation only); never prints them.
-    """
-
-    def __init__(self) -> None:
-        self._keys: dict[PartyId, Ed25519PrivateKey] = {}
-
-    def enroll(self, party: PartyId, *, rng: Csprng) -> bytes:
-        """Create ``party``'s identity key if it has none; return its public key."""
-        if party not in self._keys:
-            self._keys[party] = crypto.new_identity_key(rng=rng)
-        return crypto.public_bytes(self._keys[party])
-
-    def private_key(self, party: PartyId) -> Ed25519PrivateKey:
-        return self._keys[party]
-
-    def public_roster(self, parties: Sequence[PartyId]) -> dict[PartyId, bytes]:
-        return {p: crypto.public_bytes(self._keys[p]) for p in parties}
-
-    def __repr__(self) -> str:
-        return f"IdentityRegistry({len(self._keys)} enrolled)"
 
 
 class PairwiseMasking(Scheme):
@@ -63,6 +32,10 @@ class PairwiseMasking(Scheme):
             round's cohort n. Must exceed n/2.
         graph: ``"full"`` or ``"sparse"``.
         degree: neighbours per client for ``"sparse"`` (even); ``None`` = 2⌈log2 n⌉.
+        min_honest: client-level DP's floor h: no share leaves a client, and the server
+            unmasks nothing, when fewer than h clients survive (``None`` = t).
+        roster: the out-of-band public roster of client identities (deployment);
+            ``None`` in simulation, where :meth:`open_round` makes fresh identities.
     """
 
     name = "masking"
@@ -77,6 +50,8 @@ class PairwiseMasking(Scheme):
         threshold: int | None = None,
         graph: str = "full",
         degree: int | None = None,
+        min_honest: int | None = None,
+        roster: Roster | None = None,
     ) -> None:
         if graph not in GRAPHS:
             raise ParameterError(f"graph must be one of {GRAPHS}; got {graph!r}")
@@ -84,6 +59,14 @@ class PairwiseMasking(Scheme):
             raise ParameterError(f"threshold must be in [1, {max_clients}]; got {threshold}")
         if degree is not None and (degree < 2 or degree % 2):
             raise ParameterError(f"degree must be an even integer ≥ 2; got {degree}")
+        if min_honest is not None and not 1 <= min_honest <= max_clients:
+            raise ParameterError(f"min_honest must be in [1, {max_clients}]; got {min_honest}")
+        if min_honest is not None and graph == "sparse":
+            # a server can cut the sparse graph and learn each part's sum (≥ t′ clients, not h)
+            raise ParameterError(
+                "graph must be 'full' when min_honest is set (a sparse round can reveal sums "
+                "of fewer than min_honest clients); got 'sparse'"
+            )
         self.encoding = FixedPointEncoding.for_precision(
             value_bound=value_bound, max_clients=max_clients, precision=precision
         )
@@ -91,10 +74,11 @@ class PairwiseMasking(Scheme):
         self.threshold = threshold
         self.graph = graph
         self.degree = degree
-        self.identities = IdentityRegistry()
+        self.min_honest = min_honest
+        self.roster = roster
         # fail at set-up, not in round 1, if t and k cannot agree for a full cohort
         validate_threshold(
-            max_clients, self._threshold_for(max_clients), self._graph_for(max_clients, bytes(16))
+            max_clients, self._threshold_for(max_clients), self._degree_for(max_clients)
         )
 
     @classmethod
@@ -105,20 +89,33 @@ class PairwiseMasking(Scheme):
             precision=config.precision,
             threshold=config.threshold,
             graph=config.graph,
+            # client-level DP's floor, once the shared config carries one
+            min_honest=getattr(config, "min_honest", None),
         )
 
     def _threshold_for(self, n: int) -> int:
         return self.threshold if self.threshold is not None else default_threshold(n)
 
-    def _graph_for(self, n: int, session: bytes) -> MaskingGraph:
+    def _degree_for(self, n: int) -> int:
         if self.graph == "full":
-            return MaskingGraph.complete(n)
-        return MaskingGraph.harary(n, self.degree or default_degree(n), seed=session)
+            return max(n - 1, 0)
+        return min(self.degree or default_degree(n), max(n - 1, 0))
 
-    def open_round(
-        self, round_index: int, cohort: Sequence[PartyId], dim: int, *, rng: Csprng
-    ) -> RoundSession:
+    def round_parameters(
+        self,
+        round_index: int,
+        cohort: Sequence[PartyId],
+        dim: int,
+        *,
+        rng: Csprng,
+        roster: Roster | None = None,
+    ) -> RoundParams:
+        """The round's public parameters (the server broadcasts ``params.to_bytes()``).
+
+        ``roster`` overrides the scheme's roster (the simulation helper passes its own).
+        """
         members = tuple(cohort)
+        roster = roster if roster is not None else self.roster
         if dim < 1:
             raise ParameterError(f"dim must be ≥ 1; got {dim}")
         if len(set(members)) != len(members) or SERVER in members or not members:
@@ -128,33 +125,62 @@ class PairwiseMasking(Scheme):
                 f"cohort size must be ≤ max_clients = {self.max_clients} (else the ring sum "
                 f"could wrap); got {len(members)}"
             )
+        if roster is None or any(p not in roster for p in members):
+            raise ParameterError("roster must list every cohort member's identity")
         threshold = self._threshold_for(len(members))
         if threshold > len(members):
             raise InsufficientParticipantsError(
                 f"cohort must have at least threshold = {threshold} clients; got {len(members)}"
             )
-        session = rng.random_bytes(16)
-        graph = self._graph_for(len(members), session)
-        local = validate_threshold(len(members), threshold, graph)
-        for party in members:
-            self.identities.enroll(party, rng=rng.fork(f"identity/{party}"))
-        params = RoundParams(
-            session=session,
+        min_honest = max(threshold, self.min_honest or 0)
+        if min_honest > len(members):
+            raise InsufficientParticipantsError(
+                f"cohort must have at least min_honest = {min_honest} clients; got {len(members)}"
+            )
+        degree = self._degree_for(len(members))
+        local = validate_threshold(len(members), threshold, degree)
+        return RoundParams(
+            session=rng.random_bytes(16),
             round=round_index,
             cohort=members,
             threshold=threshold,
             local_threshold=local,
-            graph=graph,
+            degree=degree,
+            min_honest=min_honest,
             encoding=self.encoding,
             dim=dim,
-            identities=self.identities.public_roster(members),
+            identities=roster.signing_keys(members),
         )
+
+    @staticmethod
+    def server_role(params: RoundParams) -> MaskingServer:
+        return MaskingServer(params)
+
+    @staticmethod
+    def client_role(
+        party: PartyId, params: RoundParams, keys: PartyKeys, *, rng: Csprng
+    ) -> MaskingClient:
+        """One client's role, built from public parameters and that client's own keys."""
+        if keys.party != party or not params.in_cohort(party):
+            raise ParameterError(f"keys must belong to a cohort member; got {keys.party}")
+        if keys.public.signing != params.identities[party]:
+            raise ParameterError(f"keys of {party} must match the roster's identity key")
+        return MaskingClient(party, params, keys.signing, rng=rng)
+
+    def open_round(
+        self, round_index: int, cohort: Sequence[PartyId], dim: int, *, rng: Csprng
+    ) -> RoundSession:
+        """Simulation helper: fresh identities, then every role built party-locally."""
+        keys, roster = simulated_identities(cohort, rng=rng.fork("identities"))
+        params = self.round_parameters(round_index, cohort, dim, rng=rng, roster=roster)
         clients: dict[PartyId, ClientRole] = {
-            p: MaskingClient(p, params, self.identities.private_key(p), rng=rng.fork(f"round/{p}"))
-            for p in members
+            p: self.client_role(
+                p, RoundParams.from_bytes(params.to_bytes()), keys[p], rng=rng.fork(f"round/{p}")
+            )
+            for p in params.cohort
         }
         return RoundSession(
-            coordinator=MaskingServer(params),
+            coordinator=self.server_role(params),
             participants=dict(clients),
             clients=clients,
             phases=CLIENT_PHASES,
@@ -173,6 +199,7 @@ class PairwiseMasking(Scheme):
             ),
             "threshold": self.threshold if self.threshold is not None else "floor(n/2)+1",
             "threshold_at_max_clients": self._threshold_for(n),
+            "min_honest": self.min_honest if self.min_honest is not None else "threshold",
             "prg": "AES-256-CTR keyed by HKDF-SHA256",
             "key_agreement": "X25519",
             "share_encryption": "AES-256-GCM",

@@ -6,10 +6,14 @@ Phases (one per deadline window)::
                                    (any -> ABORTED when fewer than t remain)
 
 Survivor sets: U1 advertised, U2 ⊆ U1 shared keys, U3 ⊆ U2 sent a masked input
-(the contributors), U4 ⊆ U3 signed U3, U5 ⊆ U4 answered the unmask request.
-Clients in U2 \\ U3 are the dropped ones whose pairwise masks must be removed.
+(the contributors), U4 ⊆ U3 signed the pair (U2, U3), U5 ⊆ U4 answered the unmask
+request. Clients in U2 \\ U3 are the dropped ones whose pairwise masks must be removed.
+U2 is announced to every client with its share bundle and signed twice by each client
+(with its masked input, then with U3), so honest clients can refuse unequal views.
 
-An invalid message raises a named error and leaves the server's state unchanged.
+An invalid message raises a named error and leaves the server's state unchanged; a
+share value outside the field (which can only come from a faulty or hostile peer) aborts
+the round at once, so the server is never left waiting in a phase it cannot finish.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections import defaultdict
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from secagg import channels
 from secagg.errors import (
     DecodeError,
     InconsistentViewError,
@@ -27,7 +32,6 @@ from secagg.errors import (
     IntegrityError,
     UnexpectedPhaseError,
 )
-from secagg.masking import crypto
 from secagg.masking.client import pair_mask_key, self_mask_key
 from secagg.masking.messages import (
     AdvertiseKeys,
@@ -40,9 +44,9 @@ from secagg.masking.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from secagg.masking.params import Header, RoundParams
+from secagg.masking.params import ADVERT_PURPOSE, SURVIVORS_PURPOSE, Header, RoundParams
 from secagg.masking.prg import apply_masks
-from secagg.masking.sharing import field_to_secret, reconstruct_batch
+from secagg.masking.sharing import PRIME, field_to_secret, reconstruct_batch
 from secagg.protocol import SERVER, Aggregate, AggregationServer, PartyId
 from secagg.wire import Message
 
@@ -85,6 +89,7 @@ class MaskingServer(AggregationServer):
         self._shared: tuple[PartyId, ...] = ()
         self._sum = np.zeros(params.dim, dtype=params.encoding.dtype)
         self._inputs: list[PartyId] = []
+        self._views: dict[PartyId, bytes] = {}
         self._survivors: tuple[PartyId, ...] = ()
         self._signatures: dict[PartyId, bytes] = {}
         self._asked: tuple[PartyId, ...] = ()
@@ -149,7 +154,7 @@ class MaskingServer(AggregationServer):
         payload = self.params.advert_payload(
             msg.sender, msg.encryption_key, msg.mask_key, msg.seed_commitment
         )
-        crypto.verify(self.params.identities[msg.sender], msg.signature, b"advert", payload)
+        channels.verify(self.params.identities[msg.sender], msg.signature, ADVERT_PURPOSE, payload)
         self._adverts[msg.sender] = msg
 
     def _on_shares(self, msg: EncryptedShares) -> None:
@@ -171,19 +176,31 @@ class MaskingServer(AggregationServer):
                 f"got {msg.vector.dtype}[{msg.vector.shape[0]}]"
             )
         np.add(self._sum, msg.vector, out=self._sum)  # the ring sum: wraps mod 2^w by design
+        # relayed, not verified here: the neighbours that rely on it verify it before they
+        # sign, so the server's time stays that of the sum (a bad one aborts the round)
+        self._views[msg.sender] = msg.view_signature
         self._inputs.append(msg.sender)
 
     def _on_signature(self, msg: ConsistencySignature) -> None:
         self._member(self._survivors, msg.sender, "consistency signature")
         self._once(self._signatures, msg.sender, "consistency signature")
-        payload = self.params.survivor_payload(msg.sender, self._survivors)
-        crypto.verify(self.params.identities[msg.sender], msg.signature, b"survivors", payload)
+        payload = self.params.survivor_payload(msg.sender, self._shared, self._survivors)
+        channels.verify(
+            self.params.identities[msg.sender], msg.signature, SURVIVORS_PURPOSE, payload
+        )
         self._signatures[msg.sender] = msg.signature
 
     def _on_unmask_response(self, msg: UnmaskResponse) -> None:
         p = self.params
         self._member(self._asked, msg.sender, "unmask response")
         self._once(self._responders, msg.sender, "unmask response")
+        for table in (msg.seed_shares, msg.key_shares):
+            if table.size and int(table.max()) >= PRIME:
+                self.phase = ServerPhase.ABORTED  # nothing was released from this round
+                raise InconsistentViewError(
+                    f"unmask shares must be field elements below {PRIME}; "
+                    f"got a larger value from {msg.sender}"
+                )
         shared, survivors = set(self._shared), set(self._survivors)
         for owners, expected in (
             (msg.seed_owners, survivors),
@@ -246,7 +263,17 @@ class MaskingServer(AggregationServer):
         return tuple(sorted(parties, key=self.params.position))  # type: ignore[call-overload]
 
     def _close_advertise(self) -> list[Message]:
-        p = self.params
+        self._require(self._adverts, "clients with key adverts")
+        # the sparse graph's seed hashes every accepted advert; the full graph needs none
+        advertisers = () if self.params.full else self._ordered(self._adverts)
+        digests = {}
+        for v in advertisers:
+            ad = self._adverts[v]
+            payload = self.params.advert_payload(
+                v, ad.encryption_key, ad.mask_key, ad.seed_commitment
+            )
+            digests[v] = self.params.advert_digest(payload, ad.signature)
+        self.params = p = self.params.bind_graph(self.params.graph_seed_for(digests.items()))
         live = self._viable(set(self._adverts))
         self._require(live, "clients with key adverts")
         out: list[Message] = []
@@ -257,6 +284,8 @@ class MaskingServer(AggregationServer):
             out.append(
                 KeyRoster(
                     **self._header(u),
+                    advertisers=advertisers,
+                    advert_digests=tuple(digests[v] for v in advertisers),
                     parties=peers,
                     encryption_keys=tuple(a.encryption_key for a in ads),
                     mask_keys=tuple(a.mask_key for a in ads),
@@ -283,6 +312,7 @@ class MaskingServer(AggregationServer):
             out.append(
                 ShareBundle(
                     **self._header(v),
+                    masking_set=self._shared,
                     senders=tuple(u for u, _ in items),
                     ciphertexts=tuple(c for _, c in items),
                 )
@@ -290,43 +320,68 @@ class MaskingServer(AggregationServer):
         self.phase = ServerPhase.MASKED_INPUT
         return out
 
+    def _require_floor(self, survivors: object) -> None:
+        """Client-level DP's floor: never unmask a sum of fewer than min_honest survivors."""
+        p = self.params
+        floor = max(p.threshold, p.min_honest)
+        if len(survivors) < floor:  # type: ignore[arg-type]
+            raise InsufficientParticipantsError(
+                f"survivors must be at least {floor} (threshold {p.threshold}, "
+                f"min_honest {p.min_honest}); got {len(survivors)}"  # type: ignore[arg-type]
+            )
+
     def _close_masked_input(self) -> list[Message]:
-        self._require(self._inputs, "clients with masked inputs")
+        p = self.params
+        self._require_floor(self._inputs)
         self._survivors = self._ordered(self._inputs)
+        alive = set(self._survivors)
+        out: list[Message] = []
+        for u in self._survivors:
+            owners = tuple(v for v in p.neighbours(u) if v in alive)
+            out.append(
+                ConsistencyRequest(
+                    **self._header(u),
+                    survivors=self._survivors,
+                    view_signers=owners,
+                    view_signatures=tuple(self._views[v] for v in owners),
+                )
+            )
         self.phase = ServerPhase.CONSISTENCY
-        return [
-            ConsistencyRequest(**self._header(u), survivors=self._survivors)
-            for u in self._survivors
-        ]
+        return out
 
     def _close_consistency(self) -> list[Message]:
         p = self.params
         signers = self._ordered(self._signatures)
         self._require(signers, "clients that signed the survivor set")
         signer_set = set(signers)
+        # a signer answers only if t′ of its own holders signed the same pair
+        asked = {v for v in signers if len(p.holders(v) & signer_set) >= p.local_threshold}
         for owner in self._shared:  # stop before anything is released if unmasking must fail
-            if len(p.holders(owner) & signer_set) < p.local_threshold:
+            if len(p.holders(owner) & asked) < p.local_threshold:
                 raise InsufficientParticipantsError(
                     f"signing holders of {owner} must be at least {p.local_threshold}"
                 )
         dropped = tuple(u for u in self._shared if u not in set(self._survivors))
-        signatures = tuple(self._signatures[s] for s in signers)
-        self._asked = signers
+        self._asked = self._ordered(asked)
         self.phase = ServerPhase.UNMASK
-        return [
-            UnmaskRequest(
-                **self._header(v),
-                survivors=self._survivors,
-                dropped=dropped,
-                signers=signers,
-                signatures=signatures,
+        out: list[Message] = []
+        for v in self._asked:
+            mine = tuple(s for s in signers if s in p.holders(v))
+            out.append(
+                UnmaskRequest(
+                    **self._header(v),
+                    survivors=self._survivors,
+                    dropped=dropped,
+                    signers=mine,
+                    signatures=tuple(self._signatures[s] for s in mine),
+                )
             )
-            for v in signers
-        ]
+        return out
 
     def _close_unmask(self) -> list[Message]:
         p = self.params
         self._require(self._responders, "clients that answered the unmask request")
+        self._require_floor(self._survivors)
         survivors = self._survivors
         dropped = tuple(u for u in self._shared if u not in set(survivors))
         seeds = self._reconstruct(self._seed_shares, survivors, "self-mask seed")
@@ -339,11 +394,11 @@ class MaskingServer(AggregationServer):
         alive = set(survivors)
         for owner, secret in self._reconstruct(self._key_shares, dropped, "mask key").items():
             key = X25519PrivateKey.from_private_bytes(secret)
-            if crypto.public_bytes(key) != self._adverts[owner].mask_key:
+            if channels.public_bytes(key) != self._adverts[owner].mask_key:
                 raise IntegrityError("reconstructed mask key")
             for peer in p.neighbours(owner):
                 if peer in alive:
-                    shared = crypto.agree(key, self._adverts[peer].mask_key)
+                    shared = channels.agree(key, self._adverts[peer].mask_key)
                     mask = pair_mask_key(p, peer, owner, shared)
                     # the survivor added (+) or subtracted (−) this mask; undo it
                     (subtract if p.adds_pair_mask(peer, owner) else add).append(mask)

@@ -18,7 +18,8 @@ from training.transport import InProcessTransport
 
 def test_presets_and_defaults():
     assert parse_grid(None, quick=True) is PRESETS["quick"]
-    assert parse_grid(None, quick=False) is PRESETS["full"]
+    # no flag: the standard grid (minutes), never the hour-long full one
+    assert parse_grid(None, quick=False) is PRESETS["standard"]
     assert parse_grid("standard", quick=True) is PRESETS["standard"]
     full = PRESETS["full"]
     assert full.dims == (100_000, 1_000_000, 10_000_000)
@@ -170,21 +171,19 @@ def test_goal_met_and_not_met_at_goal_size():
         _cell("masking-full", dropout=0.1, ratios={"server_vs_plain": 6.0}),
         _cell(
             "ckks-3of5",
-            bytes={"up_per_param": 24.0},
+            bytes={"up_per_param": 6.2, "up_per_client": 6.2e6, "holder_down": 3e6},
             error={"max_abs": 5e-7},
-            describe={"smudging_sigma_bits": 40},
+            describe={"key_share_bytes_per_client": 123_000},
+            ratios={"server_vs_plain": 12.0},
+        ),
+        _cell(
+            "ckks-3of5",
+            dim=10_000,
+            bytes={"up_per_param": 9.0, "up_per_client": 9e4, "holder_down": 3e6},
             seconds={
                 "server": 1.0,
                 "client": {"mean": 1, "max": 1},
                 "holder": {"mean": 0.2, "max": 0.2},
-            },
-        ),
-        _cell(
-            "flare-ckks",
-            seconds={
-                "server": 4.0,
-                "client": {"mean": 1, "max": 1},
-                "holder": {"mean": 0.1, "max": 0.1},
             },
         ),
     ]
@@ -194,24 +193,37 @@ def test_goal_met_and_not_met_at_goal_size():
     assert _goal(goals, "masking-full: server time ÷ plain server at 0%")["met"] is True
     slow = _goal(goals, "masking-full: server time ÷ plain server at 10%")
     assert slow["met"] is False and "over the target" in slow["note"]
-    assert _goal(goals, "ckks-3of5: upload")["met"] is True
-    speed = _goal(goals, "ckks-3of5: server per client")
-    assert speed["measured"] == pytest.approx(4.0) and speed["met"] is False
-    dec = _goal(goals, "ckks-3of5: partial decryption")
-    assert dec["measured"] == pytest.approx(2.0) and dec["met"] is False
+    ckks_up = _goal(goals, "ckks-3of5: upload")
+    assert ckks_up["met"] is True and "2.0% of the upload" in ckks_up["note"]
+    server = _goal(goals, "ckks-3of5: server time")
+    assert server["measured"] == pytest.approx(12.0) and server["met"] is False
+    holder = _goal(goals, "ckks-3of5: key-holder work")
+    assert holder["measured"] == pytest.approx(1.0) and holder["met"] is True
 
 
-def test_ckks_upload_goal_needs_sigma_and_error():
-    no_sigma = _cell("ckks-3of5", bytes={"up_per_param": 20.0})
-    goal = _goal(evaluate([no_sigma], {}, AVAILABLE), "ckks-3of5: upload")
-    assert goal["met"] is False and "σ not reported" in goal["note"]
+def test_ckks_upload_goal_needs_share_bytes_and_error():
+    no_shares = _cell("ckks-3of5", bytes={"up_per_param": 6.0, "up_per_client": 6e6})
+    goal = _goal(evaluate([no_shares], {}, AVAILABLE), "ckks-3of5: upload")
+    assert goal["met"] is False and "not reported" in goal["note"]
+    heavy = _cell(
+        "ckks-3of5",
+        bytes={"up_per_param": 6.0, "up_per_client": 1e6},
+        describe={"key_share_bytes_per_client": 100_000},
+    )
+    assert _goal(evaluate([heavy], {}, AVAILABLE), "ckks-3of5: upload")["met"] is False
     noisy = _cell(
         "ckks-3of5",
-        bytes={"up_per_param": 20.0},
+        bytes={"up_per_param": 6.0, "up_per_client": 6e6},
         error={"max_abs": 1e-3},
-        describe={"smudging_sigma_bits": 45},
+        describe={"key_share_bytes_per_client": 1000},
     )
     assert _goal(evaluate([noisy], {}, AVAILABLE), "ckks-3of5: upload")["met"] is False
+
+
+def test_ckks_holder_goal_needs_two_sizes():
+    one = _cell("ckks-3of5", bytes={"up_per_param": 6.0, "holder_down": 10.0})
+    goal = _goal(evaluate([one], {}, AVAILABLE), "ckks-3of5: key-holder")
+    assert goal["met"] is None and "two model sizes" in goal["note"]
 
 
 def test_goal_below_size_is_flagged_and_missing_is_none():
@@ -290,3 +302,39 @@ def test_cli_plan_runs(capsys):
 
     assert main(["--plan", "--quick"]) == 0
     assert "cells to run" in capsys.readouterr().out
+
+
+def test_goal_status_says_below_goal_size_as_results_md_does():
+    from benchmarks.report import _goal_rows, goal_status
+
+    goal = {
+        "goal": "g",
+        "target": "t",
+        "measured": 2.0,
+        "met": False,
+        "at_goal_size": False,
+        "where": None,
+        "note": None,
+    }
+    assert goal_status(goal) == "NOT MET (below goal size)"
+    assert "(below goal size)" in _goal_rows([goal])[-1]
+    assert goal_status({**goal, "met": True, "at_goal_size": True}) == "met"
+    assert goal_status({**goal, "met": None}) == "not measured"
+
+
+def test_bench_plan_lists_every_cell_of_the_default_standard_grid():
+    from typer.testing import CliRunner
+
+    from benchmarks.harness import estimate_plan
+    from training.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--plan"])
+    assert result.exit_code == 0, result.output
+    estimate = estimate_plan(None)
+    assert estimate["grid"] == "standard"
+    lines = result.output.splitlines()
+    assert lines[0].startswith("grid standard:")
+    runs = [line for line in lines if line.strip().startswith("run ")]
+    skips = [line for line in lines if line.strip().startswith("skip ")]
+    assert len(runs) == estimate["cells_run"] == len(estimate["cells_planned"]) > 0
+    assert len(skips) == len(estimate["cells_skipped"])

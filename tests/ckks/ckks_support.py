@@ -1,9 +1,14 @@
+"""Shared drivers for the threshold-CKKS tests: real roles, real wire codec, attacker hooks."""
+
 import collections
+import dataclasses
 import itertools
 
 import numpy as np
 
-from secagg.ckks import TEST_INSECURE_N512, ThresholdCKKS
+from secagg import channels
+from secagg.ckks import TEST_INSECURE_N512, ThresholdCKKS, transcript
+from secagg.ckks.messages import CkksSubmission
 from secagg.protocol import client_id
 from secagg.rand import DeterministicRng
 from secagg.wire import decode, encode
@@ -18,6 +23,8 @@ def drive(session, *, inputs=None, silent=(), tamper=None, record=None, silent_f
     """
     queue = collections.deque(session.coordinator.start())
     for party, vector in (inputs or {}).items():
+        if party in silent and silent_from == 0:
+            continue
         queue.extend(session.clients[party].protect(vector))
     window = 0
     while True:
@@ -39,31 +46,54 @@ def drive(session, *, inputs=None, silent=(), tamper=None, record=None, silent_f
         queue.extend(session.coordinator.advance())
 
 
-def make_federation():
-    """A 3-of-5 committee on the small insecure ring, ceremony already run."""
-    scheme = ThresholdCKKS(max_clients=100, preset=TEST_INSECURE_N512, precision=1e-5)
-    InProcessTransport().run(scheme.setup(rng=DeterministicRng.from_int(7, "ceremony")))
+def make_federation(max_clients=12, *, seed=7, **kwargs):
+    """A 3-of-5 committee on the small insecure ring, CRS ceremony already run."""
+    scheme = ThresholdCKKS(max_clients=max_clients, preset=TEST_INSECURE_N512, **kwargs)
+    InProcessTransport().run(scheme.setup(rng=DeterministicRng.from_int(seed, "ceremony")))
     return scheme
 
 
-def ideal_secret(scheme):
-    """Σ sᵢ recovered by interpolating every holder's combined share (test oracle only)."""
-    eng = scheme.engine
-    holders = list(scheme.holders.values())[: scheme.params.threshold]
-    points = [h.point for h in holders]
-    out = np.empty((eng.k, eng.degree), dtype=np.uint64)
-    for j, q in enumerate(eng.data_primes):
-        from secagg.shamir import reconstruct
-
-        rows = np.stack([h._combined[j] for h in holders]).astype(object)
-        out[j] = reconstruct(rows, xs=points, prime=q).astype(np.uint64)
-    return out
+def cohort_of(n):
+    return [client_id(i) for i in range(n)]
 
 
-def inputs_for(n, dim, seed, bound=1.0):
+def inputs_for(cohort, dim, seed, bound=1.0):
     rng = DeterministicRng.from_int(seed, "inputs")
-    return {client_id(i): (rng.uniform(dim) * 2 - 1) * bound for i in range(n)}
+    return {p: (rng.uniform(dim) * 2 - 1) * bound for p in cohort}
 
 
-def subsets(n, t):
-    return list(itertools.combinations(range(1, n + 1), t))
+_ROUNDS = itertools.count(1)
+
+
+def open_round(scheme, n, dim, seed, *, server_cls=None, round_index=None):
+    """A round over client/0..n−1; ``server_cls`` swaps in an attacking server subclass.
+
+    Holders answer once per round index for the whole federation, so every call
+    takes a fresh index unless one is given.
+    """
+    round_index = next(_ROUNDS) if round_index is None else round_index
+    session = scheme.open_round(
+        round_index, cohort_of(n), dim, rng=DeterministicRng.from_int(seed, "round")
+    )
+    if server_cls is not None:
+        params = session.coordinator.round_params
+        session.coordinator = server_cls(scheme.engine, scheme.roster, params)
+    return session
+
+
+def resign(client, msg: CkksSubmission) -> CkksSubmission:
+    """What a malicious client does after changing its submission: sign it again itself."""
+    payload = transcript.receipt_payload(
+        msg.session,
+        msg.round,
+        client._params_digest,
+        transcript.blob_digest("ciphertext", msg.residues),
+        msg.ephemeral,
+        [transcript.blob_digest("envelope", e) for e in msg.envelopes],
+    )
+    signature = channels.sign(client._keys.signing, transcript.RECEIPT_PURPOSE, payload)
+    return dataclasses.replace(msg, signature=signature)
+
+
+def exact_sum(inputs, parties):
+    return np.sum([inputs[p] for p in parties], axis=0)

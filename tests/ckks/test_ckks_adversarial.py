@@ -1,26 +1,21 @@
-"""Adversarial scripts against threshold CKKS; each test names the threat it covers."""
+"""Attacks on threshold CKKS, each played through the real roles and the real wire codec.
+
+Every test is named after the threat it covers. Attacking servers are subclasses of
+the real server role that recompute everything they control; malicious clients are
+subclasses (or tamper hooks) that re-sign what they change with their own key.
+"""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
-from ckks_support import drive, inputs_for
+from ckks_support import drive, exact_sum, inputs_for, make_federation, open_round, resign
 
-from secagg.ckks import TEST_INSECURE_N512, ThresholdCKKS
 from secagg.ckks import residues as rns
-from secagg.ckks.aggregation import CkksAggregator
-from secagg.ckks.ceremony import CeremonyServer
-from secagg.ckks.channels import ChannelKeys, sign
-from secagg.ckks.holder import KeyHolder
-from secagg.ckks.messages import (
-    CkksSubmission,
-    DecryptRequest,
-    KeyShareReveal,
-    PartialDecryption,
-    SeedReveal,
-    ShareDeal,
-)
-from secagg.ckks.seal_bridge import ShareDecryptor
+from secagg.ckks import transcript
+from secagg.ckks.aggregation import CkksAggregator, CkksClient, check_round_params
+from secagg.ckks.messages import CkksSubmission, ShareComplaint, ShareRequest, ShareSum
 from secagg.errors import (
     DecodeError,
     InconsistentViewError,
@@ -29,229 +24,518 @@ from secagg.errors import (
     ShareReuseError,
     UnexpectedPhaseError,
 )
-from secagg.protocol import client_id
+from secagg.identity import simulated_identities
 from secagg.rand import Csprng, DeterministicRng
 from secagg.wire import decode, encode
 
-
-def _fresh(seed=21):
-    scheme = ThresholdCKKS(max_clients=10, preset=TEST_INSECURE_N512)
-    return scheme, scheme.setup(rng=DeterministicRng.from_int(seed))
+DIM = 300
 
 
-def _flip(data: bytes, at: int) -> bytes:
-    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+def _run(scheme, n=8, seed=1, *, server_cls=None, tamper=None, silent=(), record=None):
+    session = open_round(scheme, n, DIM, seed, server_cls=server_cls)
+    inputs = inputs_for(session.clients, DIM, seed)
+    drive(session, inputs=inputs, tamper=tamper, silent=silent, record=record)
+    return session, inputs
 
 
-SECRET_TYPES = (KeyHolder, ChannelKeys, ShareDecryptor, Csprng)
+def _submission_tamper(session, party, change):
+    """A malicious ``party``: rewrites its own submission and signs it again."""
 
-
-def _walk(obj, seen):
-    if id(obj) in seen:
-        return
-    seen.add(id(obj))
-    yield obj
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _walk(v, seen)
-    elif isinstance(obj, list | tuple | set | frozenset):
-        for v in obj:
-            yield from _walk(v, seen)
-    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-        for v in vars(obj).values():
-            yield from _walk(v, seen)
-
-
-def test_server_never_holds_secret_material(federation):
-    """Threat: a curious server. Its objects and every frame it receives carry no secret."""
-    scheme, ceremony = _fresh(22)
-    received = []
-    drive(ceremony, record=received)
-    holders = scheme.holders.values()
-    shares = [rns.pack(h._combined, scheme.engine.data_primes) for h in holders]
-    cohort = [client_id(i) for i in range(3)]
-    rs = scheme.open_round(0, cohort, 200, rng=DeterministicRng.from_int(23))
-    drive(rs, inputs=inputs_for(3, 200, 23), record=received)
-    for server in (ceremony.coordinator, rs.coordinator):
-        for obj in _walk(server, set()):
-            assert not isinstance(obj, SECRET_TYPES), type(obj)
-            assert "SecretKey" not in type(obj).__name__ and "Private" not in type(obj).__name__
-    to_server = [frame for recipient, frame in received if recipient == "server"]
-    assert to_server
-    for frame in to_server:
-        for share in shares:
-            assert share[:48] not in frame  # no key share in the clear, not even a prefix
-        msg = decode(frame)
-        if isinstance(msg, ShareDeal):
-            assert len(msg.ciphertext) == len(shares[0]) + 16  # AEAD: ciphertext + tag only
-    assert isinstance(rs.coordinator, CkksAggregator)
-    assert isinstance(ceremony.coordinator, CeremonyServer)
-
-
-def test_share_reuse_refused(federation):
-    """Threat: a combiner asking twice for the same round to average the smudging away."""
-    cohort = [client_id(i) for i in range(2)]
-    rs = federation.open_round(10, cohort, 100, rng=DeterministicRng.from_int(24))
-    requests = []
-
-    def keep(msg):
-        if isinstance(msg, DecryptRequest):
-            requests.append(msg)
+    def tamper(msg):
+        if isinstance(msg, CkksSubmission) and msg.sender == party:
+            return resign(session.clients[party], change(msg))
         return msg
 
-    drive(rs, inputs=inputs_for(2, 100, 24), tamper=keep)
-    holder = federation.holders[requests[0].recipient]
-    with pytest.raises(ShareReuseError):
-        holder.handle(requests[0])
+    return tamper
 
 
-def test_request_for_other_ciphertext_refused(federation):
-    """Threat: a server asking holders to decrypt something other than the accepted aggregate."""
-    cohort = [client_id(i) for i in range(2)]
-    rs = federation.open_round(11, cohort, 100, rng=DeterministicRng.from_int(25))
+# -- malicious clients ------------------------------------------------------------------
 
-    def swap_c1(msg):
-        if isinstance(msg, DecryptRequest):
-            data = msg.c1_residues
-            return dataclasses.replace(msg, c1_residues=data[6:] + data[:6])
+
+def test_malicious_client_malformed_ciphertext_excluded_and_named(federation):
+    session = open_round(federation, 8, DIM, 2)
+    inputs = inputs_for(session.clients, DIM, 2)
+    bad = "client/3"
+    drive(
+        session,
+        inputs=inputs,
+        tamper=_submission_tamper(
+            session, bad, lambda m: dataclasses.replace(m, residues=m.residues[:-6])
+        ),
+    )
+    agg = session.coordinator.finalize()
+    assert "DecodeError" in session.coordinator.rejected[bad]
+    assert bad not in agg.contributors and bad in agg.dropped
+    assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() <= agg.error_bound
+
+
+def test_malicious_client_out_of_range_residues_excluded(federation):
+    session = open_round(federation, 8, DIM, 3)
+    inputs = inputs_for(session.clients, DIM, 3)
+    q = federation.engine.data_primes[0]
+
+    def to_q(m):
+        arr = np.full((1, len(m.residues) // 6), q, dtype=np.uint64)  # every residue = q_0
+        return dataclasses.replace(m, residues=rns.pack(arr, [q]))
+
+    drive(session, inputs=inputs, tamper=_submission_tamper(session, "client/1", to_q))
+    agg = session.coordinator.finalize()
+    assert "below their prime" in session.coordinator.rejected["client/1"]
+    assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() <= agg.error_bound
+
+
+def test_malicious_client_forged_signature_excluded(federation):
+    session = open_round(federation, 8, DIM, 4)
+    inputs = inputs_for(session.clients, DIM, 4)
+
+    def forge(msg):  # client/2's upload signed by nobody valid (e.g. another's key)
+        if isinstance(msg, CkksSubmission) and msg.sender == "client/2":
+            return dataclasses.replace(msg, signature=bytes(64))
         return msg
 
-    with pytest.raises(IntegrityError):
-        drive(rs, inputs=inputs_for(2, 100, 25), tamper=swap_c1)
+    drive(session, inputs=inputs, tamper=forge)
+    agg = session.coordinator.finalize()
+    assert "IntegrityError" in session.coordinator.rejected["client/2"]
+    assert "client/2" not in agg.contributors
 
 
-def test_single_client_request_refused(federation):
-    """Threat: a server dropping all but one submission to decrypt that client alone."""
-    cohort = [client_id(i) for i in range(2)]
-    rs = federation.open_round(12, cohort, 100, rng=DeterministicRng.from_int(26))
+class _InconsistentDealer(CkksClient):
+    """A malicious client whose shares to ``bad_points`` holders are off its polynomial."""
 
-    def only_first(msg):
-        if isinstance(msg, DecryptRequest):
-            return dataclasses.replace(
-                msg, accepted=msg.accepted[:1], submission_digests=msg.submission_digests[:1]
+    bad_points: tuple[int, ...] = ()
+
+    def _shares(self, rows):
+        shares = super()._shares(rows)
+        for point in self.bad_points:
+            shares[point - 1] = (shares[point - 1] + np.uint64(1)) % np.uint64(
+                self._engine.data_primes[0]
             )
-        return msg
-
-    with pytest.raises(InconsistentViewError):
-        drive(rs, inputs=inputs_for(2, 100, 26), tamper=only_first)
+        return shares
 
 
-def test_tampered_and_truncated_submissions_refused(federation):
-    """Threat: malformed client uploads must not reach the running sum."""
-    cohort = [client_id(i) for i in range(2)]
-    rs = federation.open_round(13, cohort, 100, rng=DeterministicRng.from_int(27))
-    sub = rs.clients[cohort[0]].protect(np.zeros(100))[0]
-    assert isinstance(sub, CkksSubmission)
-    server = rs.coordinator
-    with pytest.raises(DecodeError):
-        server.handle(dataclasses.replace(sub, residues=sub.residues[:-1]))
-    too_big = b"\xff" * 6 + sub.residues[6:]  # first residue ≥ q₀
-    with pytest.raises(DecodeError):
-        server.handle(dataclasses.replace(sub, residues=too_big))
-    with pytest.raises(DecodeError):
-        server.handle(dataclasses.replace(sub, count=sub.count + 1))
-    frame = encode(sub)
-    with pytest.raises(DecodeError):
-        decode(frame[:-3])
-    with pytest.raises(DecodeError):
-        decode(frame.replace(b"\x01\x00\x00\x00\x00\x00\x00\x00", b"\x02" + b"\x00" * 7, 1))
-    server.handle(sub)  # the untouched submission is still accepted afterwards
+def _with_dealer(scheme, session, party, bad_points):
+    honest = session.clients[party]
+    dealer = _InconsistentDealer.__new__(_InconsistentDealer)
+    dealer.__dict__.update(honest.__dict__)
+    dealer.bad_points = bad_points
+    session.clients[party] = dealer
+    session.participants[party] = dealer
 
 
-def test_tampered_partial_decryption_refused(federation):
-    """Threat: a share altered in transit (or forged by a non-holder) is caught by its signature."""
-    cohort = [client_id(i) for i in range(2)]
-    rs = federation.open_round(14, cohort, 100, rng=DeterministicRng.from_int(28))
-
-    def corrupt(msg):
-        if isinstance(msg, PartialDecryption) and msg.sender == "holder/1":
-            return dataclasses.replace(msg, residues=_flip(msg.residues, 10))
-        return msg
-
-    with pytest.raises(IntegrityError):
-        drive(rs, inputs=inputs_for(2, 100, 28), tamper=corrupt)
-
-    rs = federation.open_round(15, cohort, 100, rng=DeterministicRng.from_int(29))
-
-    def truncate(msg):
-        if isinstance(msg, PartialDecryption):
-            return dataclasses.replace(msg, signature=msg.signature[:-1])
-        return msg
-
-    with pytest.raises(DecodeError):
-        drive(rs, inputs=inputs_for(2, 100, 29), tamper=truncate)
+def test_malicious_client_inconsistent_share_caught_and_outvoted(federation):
+    session = open_round(federation, 8, DIM, 5)
+    _with_dealer(federation, session, "client/0", (2,))
+    inputs = inputs_for(session.clients, DIM, 5)
+    drive(session, inputs=inputs)
+    agg = session.coordinator.finalize()
+    # four of five answers agree on one key: the off-polynomial answer is caught, not used
+    assert "holder/1" in session.coordinator.faulty_holders
+    assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() <= agg.error_bound
 
 
-def test_tampered_ceremony_commitment_refused():
-    """Threat: a relay (or holder) changing a seed contribution after the commitments."""
-    _, ceremony = _fresh(30)
-    stolen = {}
-
-    def bias(msg):
-        if isinstance(msg, SeedReveal) and msg.sender == "holder/2":
-            stolen["msg"] = msg
-            return dataclasses.replace(msg, contribution=_flip(msg.contribution, 0))
-        return msg
-
-    with pytest.raises(IntegrityError):  # the server's signature check fires first
-        drive(ceremony, tamper=bias)
-    assert "msg" in stolen
+def test_malicious_client_inconsistent_shares_refused_when_no_majority(federation):
+    session = open_round(federation, 8, DIM, 6)
+    _with_dealer(federation, session, "client/0", (1, 2))
+    inputs = inputs_for(session.clients, DIM, 6)
+    with pytest.raises(InconsistentViewError, match="agree on one key"):
+        drive(session, inputs=inputs)
+    with pytest.raises(UnexpectedPhaseError):
+        session.coordinator.finalize()  # nothing was released
 
 
-def test_rogue_public_key_share_caught_by_commitment():
-    """Threat: the rogue-key attack — the last holder publishes bᵢ chosen after seeing the others.
+def test_malicious_client_bad_envelope_named_by_holder_round_completes(federation):
+    session = open_round(federation, 8, DIM, 7)
+    inputs = inputs_for(session.clients, DIM, 7)
 
-    holder/4 signs a substituted key share with its own (valid) identity, so only
-    the commitment from before the reveals can catch it.
+    def garble(m):  # its envelope to holder/4 does not open; correctly signed by the client
+        envs = list(m.envelopes)
+        envs[4] = bytes(len(envs[4]))
+        return dataclasses.replace(m, envelopes=tuple(envs))
+
+    drive(session, inputs=inputs, tamper=_submission_tamper(session, "client/5", garble))
+    server = session.coordinator
+    assert server.accused == {"client/5": {"holder/4"}}  # the server learns which client
+    agg = server.finalize()  # four holders answered: the round still opens
+    assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() <= agg.error_bound
+
+
+def test_malicious_client_ciphertext_cannot_reach_any_key(federation):
+    """The old attack (a constant L added to c1 made the release carry L·s) has no target.
+
+    Holders never see a ciphertext: their answers depend only on the envelopes, so a
+    client that adds L = 2^40 to its c0 spoils the sum and changes nothing else.
     """
-    scheme, ceremony = _fresh(31)
-    rogue = scheme.holders["holder/4"]
+    answers = {}
+    outcomes = {}
+    for label, shift in (("honest", 0), ("attack", 1 << 40)):
+        session = open_round(federation, 6, DIM, 8, round_index=1000 + shift % 7)
+        inputs = inputs_for(session.clients, DIM, 8)
+        q = federation.engine.data_primes[0]
 
-    def substitute(msg):
-        if isinstance(msg, KeyShareReveal) and msg.sender == "holder/4":
-            forged = dataclasses.replace(msg, residues=_flip(msg.residues, 3), signature=b"")
-            return sign(forged, rogue._identity)
-        return msg
+        def add_l(m, shift=shift, q=q):
+            c0 = rns.unpack_into(m.residues, [q], len(m.residues) // 6)
+            c0 = (c0 + np.uint64(shift)) % np.uint64(q)
+            return dataclasses.replace(m, residues=rns.pack(c0, [q]))
+
+        record = []
+        drive(
+            session,
+            inputs=inputs,
+            tamper=_submission_tamper(session, "client/0", add_l),
+            record=record,
+        )
+        answers[label] = sorted(
+            decode(f).residues
+            for r, f in record
+            if r == "server" and isinstance(decode(f), ShareSum)
+        )
+        outcomes[label] = (session.coordinator.finalize(), inputs)
+    assert answers["honest"] == answers["attack"]  # identical share sums: no key touched c0
+    agg, inputs = outcomes["attack"]
+    assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() > 1.0  # only spoiled
+
+
+# -- malicious server ---------------------------------------------------------------------
+
+
+def _server_rewriting(rewrite):
+    """An attacking server: the real role, its share requests rewritten by ``rewrite``.
+
+    It recomputes every digest it controls (its own request digest and accepted
+    set), as a real malicious server would; only holders' own checks stand in its way.
+    """
+
+    class Attacker(CkksAggregator):
+        kept = {}
+
+        def _accept(self, msg):
+            self.kept[msg.sender] = msg.residues  # a server sees every upload
+            super()._accept(msg)
+
+        def _request_shares(self):
+            out = [rewrite(self, r) for r in super()._request_shares()]
+            req = out[0]
+            self._accepted = req.accepted
+            self._request_digest = transcript.request_digest(
+                req.round_params, req.accepted, req.ct_digests, req.envelope_digests
+            )
+            return out
+
+    return Attacker
+
+
+def _keep(req, idx):
+    """The request restricted to the accepted members at positions ``idx``."""
+    n = len(req.envelope_digests) // max(1, len(req.accepted))
+    return dataclasses.replace(
+        req,
+        accepted=tuple(req.accepted[i] for i in idx),
+        ct_digests=tuple(req.ct_digests[i] for i in idx),
+        ephemerals=tuple(req.ephemerals[i] for i in idx),
+        envelope_digests=tuple(d for i in idx for d in req.envelope_digests[i * n : (i + 1) * n]),
+        signatures=tuple(req.signatures[i] for i in idx),
+        envelopes=tuple(req.envelopes[i] for i in idx),
+    )
+
+
+def test_server_forging_a_receipt_refused(federation):
+    def forge(server, req):
+        digests = (bytes(32),) + req.ct_digests[1:]  # claims another ciphertext for client 0
+        return dataclasses.replace(req, ct_digests=digests)
 
     with pytest.raises(IntegrityError):
-        drive(ceremony, tamper=substitute)
+        _run(federation, seed=10, server_cls=_server_rewriting(forge))
 
 
-def test_tampered_share_deal_refused():
-    """Threat: a relay altering an encrypted Shamir deal (AEAD and signature both bind it)."""
-    scheme, ceremony = _fresh(32)
-    rogue = scheme.holders["holder/0"]
-
-    def corrupt(msg):
-        if isinstance(msg, ShareDeal) and msg.sender == "holder/0":
-            forged = dataclasses.replace(msg, ciphertext=_flip(msg.ciphertext, 5), signature=b"")
-            return sign(forged, rogue._identity)  # even a validly signed forgery fails the AEAD
-        return msg
+def test_server_reordering_receipts_refused(federation):
+    def swap(server, req):
+        sig = list(req.signatures)
+        sig[0], sig[1] = sig[1], sig[0]
+        return dataclasses.replace(req, signatures=tuple(sig))
 
     with pytest.raises(IntegrityError):
-        drive(ceremony, tamper=corrupt)
+        _run(federation, seed=11, server_cls=_server_rewriting(swap))
 
 
-def test_silent_holder_aborts_ceremony():
-    _, ceremony = _fresh(33)
-    with pytest.raises(InsufficientParticipantsError):
-        drive(ceremony, silent=("holder/3",), silent_from=0)
+def test_server_dropping_receipts_below_floor_refused(federation):
+    drop = _server_rewriting(lambda server, req: _keep(req, range(3)))  # 3 of 8 < ⌈8/2⌉
+    with pytest.raises(InconsistentViewError, match="floor"):
+        _run(federation, seed=12, server_cls=drop)
 
 
-def test_phase_rules(federation):
-    scheme, ceremony = _fresh(34)
-    with pytest.raises(UnexpectedPhaseError):  # no round before the ceremony
-        scheme.open_round(0, [client_id(0)], 10, rng=DeterministicRng.from_int(1))
-    holder = scheme.holders["holder/0"]
-    opening = ceremony.coordinator.start()[0]
-    holder.handle(opening)
+def test_server_dropping_a_receipt_above_floor_never_opens_the_victim(federation):
+    """Dropping the victim's receipt opens K_{S−v}: the victim's c0 stays under k_v."""
+    attacker = _server_rewriting(lambda server, req: _keep(req, range(1, 8)))
+    session, inputs = _run(federation, seed=13, server_cls=attacker)
+    server = session.coordinator
+    eng = federation.engine
+    agg = server.finalize()  # Σ of all 8 c0s under the key of 7: garbage, not a sum
+    assert agg.contributors == tuple(f"client/{i}" for i in range(1, 8))
+    assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() > 1.0
+    assert np.abs(agg.vector - exact_sum(inputs, inputs)).max() > 1.0
+    committee = federation.roster.of_kind("holder")
+    holders = list(server._answers)[:3]
+    key = rns.interpolate(
+        np.stack([server._answers[h] for h in holders]),
+        [committee.index(h) + 1 for h in holders],
+        eng.data_primes,
+    )
+    count = eng.ciphertext_count(DIM)
+    victim = rns.unpack_into(server.kept["client/0"], eng.data_primes, count * eng.degree)
+    alone = eng.seal.decrypt_with(
+        key,
+        victim.reshape(eng.k, count, eng.degree),
+        eng.crs(server.round_params.crs_seed, count),
+        eng.params.scale,
+    )[:DIM]
+    assert np.abs(alone - inputs["client/0"]).max() > 1.0
+
+
+def test_server_asking_twice_refused(federation):
+    session = open_round(federation, 8, DIM, 14)
+    inputs = inputs_for(session.clients, DIM, 14)
+    record = []
+    drive(session, inputs=inputs, record=record)
+    request = next(
+        decode(f) for r, f in record if r == "holder/0" and isinstance(decode(f), ShareRequest)
+    )
+    holder = federation.holders["holder/0"]
+    with pytest.raises(ShareReuseError):
+        holder.handle(request)
+    smaller = dataclasses.replace(
+        request,
+        accepted=request.accepted[:-1],
+        ct_digests=request.ct_digests[:-1],
+        ephemerals=request.ephemerals[:-1],
+        envelope_digests=request.envelope_digests[:-5],
+        signatures=request.signatures[:-1],
+        envelopes=request.envelopes[:-1],
+    )
+    with pytest.raises(ShareReuseError):  # another set in the same round: also refused
+        holder.handle(smaller)
+    with pytest.raises(ShareReuseError):  # the same round index under a fresh session id
+        holder.handle(dataclasses.replace(request, session=b"\x01" * 16))
+
+
+def test_server_asking_below_floor_isolating_a_victim_refused(federation):
+    """Server + one colluding client ask to open {victim, colluder}: below the floor."""
+    isolate = _server_rewriting(lambda server, req: _keep(req, [0, 1]))
+    with pytest.raises(InconsistentViewError, match="floor"):
+        _run(federation, seed=15, server_cls=isolate)
+
+
+def test_server_shrinking_the_cohort_to_lower_the_floor_refused(federation):
+    """The floor is a fraction of the cohort every client signed, not of what the server says."""
+
+    def shrink(server, req):
+        params = decode(req.round_params)
+        fake = dataclasses.replace(params, cohort=params.cohort[:4])  # floor max(3, 2) = 3
+        return dataclasses.replace(_keep(req, [0, 1, 2]), round_params=encode(fake))
+
+    with pytest.raises(IntegrityError):  # the clients' receipts name the real parameters
+        _run(federation, seed=16, server_cls=_server_rewriting(shrink))
+
+
+def test_min_honest_floor_refuses_small_sums():
+    """Client-level DP: the protocol itself refuses a sum of fewer than h contributors."""
+    scheme = make_federation(max_clients=8, min_honest=6, seed=3)
+    assert scheme.params.floor(8) == 6
+    session = open_round(scheme, 8, DIM, 17)
+    inputs = inputs_for(session.clients, DIM, 17)
+    silent = ("client/0", "client/1", "client/2")  # 5 of 8 left: above ½·8, below h = 6
+    with pytest.raises(InsufficientParticipantsError, match="floor 6"):
+        drive(session, inputs=inputs, silent=silent, silent_from=0)
+    # a server that skips its own check is refused by the holders, before any release
+    ask_anyway = _server_rewriting(lambda server, req: _keep(req, range(5)))
+    session = open_round(scheme, 8, DIM, 18, server_cls=ask_anyway)
+    with pytest.raises(InconsistentViewError, match="floor 6"):
+        drive(session, inputs=inputs_for(session.clients, DIM, 18))
+
+
+def test_server_substituting_the_crs_refused_by_clients_and_holders(federation):
+    session = open_round(federation, 6, DIM, 19)
+    params = session.coordinator.round_params
+    forged = dataclasses.replace(params, crs_seed=bytes(32))  # a seed the server chose
+    keys = federation._keys["client/0"]
+    with pytest.raises(IntegrityError):
+        federation.client_role("client/0", forged, keys, rng=DeterministicRng.from_int(1))
+
+    def swap_crs(server, req):
+        own = dataclasses.replace(server.round_params, crs_seed=bytes(32))
+        return dataclasses.replace(req, round_params=encode(own))
+
+    with pytest.raises(IntegrityError):
+        _run(federation, seed=20, server_cls=_server_rewriting(swap_crs))
+
+
+def test_server_substituting_the_holder_roster_refused_by_clients(federation):
+    """A server that runs its own committee (its own keys) cannot make clients encrypt to it."""
+    session = open_round(federation, 6, DIM, 21)
+    params = session.coordinator.round_params
+    fake_keys, fake_roster = simulated_identities(
+        list(federation.roster.of_kind("holder")) + list(federation.roster.of_kind("client")),
+        rng=DeterministicRng.from_int(99),
+    )
+    from secagg import channels
+
+    payload = transcript.crs_payload(
+        params.federation, fake_roster.digest, params.crs_seed, params.params_digest
+    )
+    fake_endorsements = tuple(
+        channels.sign(fake_keys[h].signing, transcript.CRS_PURPOSE, payload)
+        for h in fake_roster.of_kind("holder")
+    )
+    keys = federation._keys["client/0"]
+    for forged in (
+        dataclasses.replace(
+            params, roster_digest=fake_roster.digest, endorsements=fake_endorsements
+        ),
+        dataclasses.replace(params, endorsements=fake_endorsements),  # keeps the real digest
+    ):
+        with pytest.raises(IntegrityError):
+            check_round_params(federation.engine, federation.roster, forged)
+        with pytest.raises(IntegrityError):
+            federation.client_role("client/0", forged, keys, rng=DeterministicRng.from_int(1))
+
+
+def test_server_empty_or_zero_request_refused_without_spending_the_round(federation):
+    session = open_round(federation, 8, DIM, 22)
+    inputs = inputs_for(session.clients, DIM, 22)
+    captured = {}
+
+    def hold_back(msg):  # the server's real request is kept aside; junk goes first
+        if isinstance(msg, ShareRequest) and msg.recipient == "holder/2":
+            captured["req"] = msg
+            return None
+        return msg
+
+    drive(session, inputs=inputs, tamper=hold_back)
+    real = captured["req"]
+    holder = federation.holders["holder/2"]
+    empty = dataclasses.replace(
+        real,
+        accepted=(),
+        ct_digests=(),
+        ephemerals=(),
+        envelope_digests=(),
+        signatures=(),
+        envelopes=(),
+    )
+    with pytest.raises(InconsistentViewError, match="floor"):
+        holder.handle(decode(encode(empty)))
+    zero = dataclasses.replace(
+        real,
+        ct_digests=tuple(bytes(32) for _ in real.ct_digests),
+        ephemerals=tuple(bytes(32) for _ in real.ephemerals),
+        signatures=tuple(bytes(64) for _ in real.signatures),
+        envelopes=tuple(bytes(len(e)) for e in real.envelopes),
+    )
+    with pytest.raises(IntegrityError):
+        holder.handle(decode(encode(zero)))
+    with pytest.raises(DecodeError):
+        holder.handle(dataclasses.replace(real, round_params=b"\x00" * 40))
+    # nothing was spent: the genuine request is still answered
+    (answer,) = holder.handle(decode(encode(real)))
+    assert isinstance(answer, ShareSum)
+
+
+def test_server_replaying_another_rounds_params_refused(federation):
+    s1 = open_round(federation, 6, DIM, 23)
+    s2 = open_round(federation, 6, DIM, 24)
+    other = encode(s1.coordinator.round_params)
+
+    def replay(server, req):
+        return dataclasses.replace(req, round_params=other)
+
+    session = open_round(federation, 6, DIM, 25, server_cls=_server_rewriting(replay))
+    with pytest.raises(InconsistentViewError):
+        drive(session, inputs=inputs_for(session.clients, DIM, 25))
+    del s2
+
+
+# -- t − 1 holders ------------------------------------------------------------------------
+
+
+class _Scripted(Csprng):
+    """A test double: ``integers_below`` returns scripted coefficients (enumerates all)."""
+
+    def __init__(self, values):
+        self._values = list(values)
+
+    def random_bytes(self, n):
+        raise AssertionError("unused")
+
+    def fork(self, label):
+        return self
+
+    def integers_below(self, bound, size):
+        out, self._values = self._values[:size], self._values[size:]
+        return np.asarray(out, dtype=np.uint64)
+
+
+def test_t_minus_one_holders_learn_nothing_shares_are_uniform():
+    """Exhaustive over every coefficient choice: any t−1 = 2 shares of any secret are uniform."""
+    q, t = 13, 3
+    for points in itertools.combinations([1, 2, 3, 4, 5], t - 1):
+        for secret in (0, 1, 7):
+            seen = []
+            for c1, c2 in itertools.product(range(q), repeat=2):
+                shares = rns.shamir_share(
+                    np.array([secret], dtype=np.uint64),
+                    threshold=t,
+                    xs=[1, 2, 3, 4, 5],
+                    prime=q,
+                    rng=_Scripted([c1, c2]),
+                )
+                seen.append(tuple(int(shares[p - 1, 0]) for p in points))
+            assert sorted(seen) == sorted(itertools.product(range(q), repeat=2))
+
+
+def test_t_minus_one_holder_answers_do_not_open_the_key(federation):
+    session = open_round(federation, 8, DIM, 26)
+    drive(session, inputs=inputs_for(session.clients, DIM, 26))
+    server = session.coordinator
+    eng = federation.engine
+    committee = federation.roster.of_kind("holder")
+    rows = np.stack([server._answers[h] for h in committee])
+    key = rns.interpolate(rows[:3], [1, 2, 3], eng.data_primes)
+    guess = rns.interpolate(rows[:2], [1, 2], eng.data_primes)  # the best t−1 can do
+    assert not np.array_equal(key, guess)
+
+
+def test_holder_phase_rules(federation):
+    holder = federation.holders["holder/0"]
+    session = open_round(federation, 4, DIM, 27)
     with pytest.raises(UnexpectedPhaseError):
-        holder.handle(opening)
-    cohort = [client_id(0), client_id(1)]
-    rs = federation.open_round(16, cohort, 10, rng=DeterministicRng.from_int(2))
-    client = rs.clients[cohort[0]]
-    client.protect(np.zeros(10))
+        holder.handle(session.coordinator.round_params)
+    complaint = ShareComplaint(
+        session=b"x" * 16,
+        round=1,
+        sender="server",
+        recipient="holder/0",
+        request_digest=bytes(32),
+        accused=(),
+        signature=b"",
+    )
     with pytest.raises(UnexpectedPhaseError):
-        client.protect(np.zeros(10))
-    with pytest.raises(UnexpectedPhaseError):
-        rs.coordinator.finalize()
+        holder.handle(complaint)
+
+
+def test_replayed_or_forged_upload_in_a_clients_name_neither_counts_nor_blocks_it(federation):
+    """A frame from another round (or with a bad signature) under client/0's name is
+    excluded; client/0's own valid upload still counts."""
+    old = open_round(federation, 6, DIM, 28)
+    record = []
+    drive(old, inputs=inputs_for(old.clients, DIM, 28), record=record)
+    replay = next(
+        decode(f) for r, f in record if r == "server" and isinstance(decode(f), CkksSubmission)
+    )
+    session = open_round(federation, 6, DIM, 29)
+    inputs = inputs_for(session.clients, DIM, 29)
+    server = session.coordinator
+    server.handle(replay)  # the network delivers the stale frame first
+    assert "InconsistentViewError" in server.rejected[replay.sender]
+    drive(session, inputs=inputs)
+    agg = server.finalize()
+    assert replay.sender in agg.contributors and replay.sender not in server.rejected
+    assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() <= agg.error_bound

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from secagg.ckks import SUM_N4096, SUM_N8192, TEST_INSECURE_N512, ThresholdCKKS
 from secagg.ckks import residues as rns
-from secagg.ckks.params import LagrangeConstants, Preset, check_preset
+from secagg.ckks.params import SEAL_128_BIT_LIMITS, Preset, check_preset
 from secagg.errors import DecodeError, ParameterError
 from secagg.rand import DeterministicRng
 
@@ -15,11 +15,10 @@ from secagg.rand import DeterministicRng
 @pytest.mark.parametrize(
     "preset",
     [
-        Preset("BIG", 4096, (60, 49, 20), 40),  # 129 bits > 109 at N=4096
-        Preset("FAKE_TEST", 512, (48, 45, 16), 40, insecure=True),  # insecure but not labelled
-        Preset("SMALL_RING", 2048, (48, 45, 16), 40),  # 109 bits > 54 at N=2048
-        Preset("WIDE", 8192, (50, 50, 60), 40),  # data primes wider than the 6-byte format
-        Preset("WEAK_SMUDGE", 4096, (48, 45, 16), 20),
+        Preset("BIG", 4096, (60, 49, 20)),  # 129 bits > 109 at N=4096
+        Preset("FAKE_TEST", 512, (48,), insecure=True),  # insecure but not labelled
+        Preset("SMALL_RING", 2048, (48, 45, 16)),  # 109 bits > 54 at N=2048
+        Preset("WIDE", 8192, (50, 50, 60)),  # data primes wider than the 6-byte format
     ],
 )
 def test_insecure_or_unsupported_presets_refused(preset):
@@ -27,9 +26,10 @@ def test_insecure_or_unsupported_presets_refused(preset):
         check_preset(preset)
 
 
-def test_real_presets_pass_the_128_bit_table():
+def test_real_presets_pass_the_128_bit_table_with_margin():
     for preset in (SUM_N4096, SUM_N8192):
         check_preset(preset)
+        assert preset.total_bits <= 0.7 * SEAL_128_BIT_LIMITS[preset.poly_degree]
 
 
 def test_overflowing_configuration_refused():
@@ -39,26 +39,28 @@ def test_overflowing_configuration_refused():
 
 def test_precision_worse_than_requested_refused():
     with pytest.raises(ParameterError, match="noise bound"):
-        ThresholdCKKS(max_clients=10, preset=TEST_INSECURE_N512, precision=1e-6, scale_bits=60)
+        ThresholdCKKS(max_clients=10, preset=TEST_INSECURE_N512, precision=1e-6, scale_bits=20)
 
 
-def test_describe_reports_the_budget():
-    scheme = ThresholdCKKS(max_clients=10, precision=1e-6)
+@pytest.mark.parametrize("t", [1, 2])
+def test_threshold_must_be_a_strict_majority(t):
+    with pytest.raises(ParameterError, match="n/2 < t"):
+        ThresholdCKKS(max_clients=10, committee=4, threshold=t, preset=TEST_INSECURE_N512)
+
+
+def test_describe_reports_the_budget_and_the_upload_size():
+    scheme = ThresholdCKKS(max_clients=1000, precision=1e-6)
     info = scheme.describe()
     assert info["preset"] == "SUM_N4096" and info["insecure"] is False
-    assert info["error_bound"] <= 1e-6 and info["noise_bound"] <= 5e-7
-    assert info["max_sum"] >= 10 and info["bytes_per_param"] == 24.0
-    assert info["smudging_sigma_log2"] >= 40
+    assert info["error_bound"] <= 1e-6
+    assert info["max_sum"] >= 1000 and info["bytes_per_param"] == 6.0
+    assert "smudging_sigma_log2" not in info
 
 
-def test_integer_lagrange_weights_interpolate():
-    lag = LagrangeConstants.compute(5, 3)
-    for pts in [(1, 2, 3), (3, 4, 5), (1, 3, 5)]:
-        w = lag.weights(pts)
-        # Σ wⱼ·f(xⱼ) = D·f(0) for every polynomial of degree < t
-        for coeffs in [(7, 0, 0), (1, 2, 3), (-4, 5, 11)]:
-            f = [sum(c * x**i for i, c in enumerate(coeffs)) for x in pts]
-            assert sum(wj * fj for wj, fj in zip(w, f, strict=True)) == lag.denominator * coeffs[0]
+def test_floor_is_a_fraction_of_the_cohort_never_two():
+    scheme = ThresholdCKKS(max_clients=100, preset=TEST_INSECURE_N512)
+    assert scheme.params.floor(100) == 50 and scheme.params.floor(10) == 5
+    assert scheme.params.floor(2) == 3  # an absolute minimum above 2
 
 
 @settings(max_examples=30, deadline=None)
@@ -98,3 +100,46 @@ def test_shamir_fast_path_matches_reference():
     for pts in [(1, 2, 3), (2, 4, 5)]:
         rows = shares[[p - 1 for p in pts]].astype(object)
         np.testing.assert_array_equal(reconstruct(rows, xs=pts, prime=q).astype(np.uint64), secret)
+
+
+def test_crs_expansion_is_deterministic_in_range_and_prefix_stable():
+    from secagg.ckks import transcript
+
+    q = 281474976694273
+    a = transcript.crs_polynomials(b"s" * 32, [q], 512, 0, 3)
+    b = transcript.crs_polynomials(b"s" * 32, [q], 512, 1, 2)
+    assert int(a.max()) < q and np.array_equal(a[:, 1:], b)
+    assert not np.array_equal(a, transcript.crs_polynomials(b"t" * 32, [q], 512, 0, 3))
+
+
+def test_interpolation_any_t_subset_and_off_point():
+    q = 281474976694273
+    rng = DeterministicRng.from_int(9)
+    secret = rng.integers_below(q, 32)
+    shares = rns.shamir_share(secret, threshold=3, xs=[1, 2, 3, 4, 5], prime=q, rng=rng)
+    rows = shares[:, None, :]
+    for pts in [(1, 2, 3), (2, 4, 5), (1, 3, 5)]:
+        idx = [p - 1 for p in pts]
+        np.testing.assert_array_equal(rns.interpolate(rows[idx], list(pts), [q])[0], secret)
+        other = next(x for x in (1, 2, 3, 4, 5) if x not in pts)
+        np.testing.assert_array_equal(
+            rns.interpolate(rows[idx], list(pts), [q], at=other)[0], shares[other - 1]
+        )
+
+
+def test_fresh_secret_is_the_sampled_ternary_polynomial():
+    """kᵢ's NTT rows invert (SEAL's own inverse NTT) to coefficients in {−1, 0, 1}."""
+    from secagg.ckks.seal_bridge import _work_ciphertext, ciphertext_view
+
+    ctx = ThresholdCKKS(max_clients=10, preset=TEST_INSECURE_N512).engine.seal
+    _, rows = ctx.fresh_secret(rng=DeterministicRng.from_int(3))
+    work = _work_ciphertext(ctx, 1.0)  # NTT form
+    view = ciphertext_view(work)
+    view[0] = rows
+    view[1] = 1
+    ctx.evaluator.transform_from_ntt_inplace(work)
+    q = ctx.primes[0]
+    coeffs = ciphertext_view(work)[0, 0].astype(object)
+    centred = [int(c) - q if c > q // 2 else int(c) for c in coeffs]
+    assert set(centred) == {-1, 0, 1}
+    assert 0.25 < centred.count(0) / len(centred) < 0.42  # uniform ternary: about 1/3 each

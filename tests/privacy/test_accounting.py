@@ -172,3 +172,21 @@ def test_bad_parameters_are_named_errors(kwargs):
 
 def test_zero_steps_spend_nothing():
     assert epsilon(noise_multiplier=1.0, sample_rate=0.1, steps=0, delta=DELTA) == 0.0
+
+
+def test_printed_epsilon_is_rounded_up_never_to_nearest():
+    from privacy.accounting import format_epsilon, guarantee_label
+
+    assert format_epsilon(2.99939) == "3.000"  # to nearest would print 2.999 < ε
+    assert format_epsilon(2.9990001) == "3.000"
+    assert format_epsilon(2.0) == "2.000"
+    assert format_epsilon(7.9981, 2) == "8.00"
+    assert guarantee_label(
+        unit="one training record of one client",
+        adjacency="add-or-remove-one",
+        epsilon=2.99939,
+        delta=1e-5,
+    ) == (
+        "(ε ≤ 3.000, δ = 1e-05)-DP for one training record of one client under "
+        "add-or-remove-one adjacency"
+    )

@@ -1,6 +1,7 @@
 """``audit_run`` on synthetic run directories: files, budget arithmetic, findings, errors."""
 
 import json
+import math
 import sqlite3
 
 import pytest
@@ -17,7 +18,7 @@ from privacy.audit.report import (
     render_console,
 )
 from privacy.errors import LedgerIntegrityError, PrivacyError
-from privacy.ledger import PrivacyLedger
+from privacy.ledger import PrivacyLedger, pin_digest
 
 DELTA = 1e-5
 SIGMA, Q, STEPS, CLIP = 4.0, 0.3, 10, 1.0  # 5 rounds × 10 steps: ε ≈ 2.26 per client
@@ -48,6 +49,7 @@ def make_run(tmp_path, *, rounds=5, skip=None, reported=None, budget=BUDGET):
                     clip_norm=CLIP,
                 )
         eps = {c: book.epsilon_spent(c) for c in CLIENTS}
+        head = book.head()
     seconds = {"train": 1.0, "protect": 0.1, "aggregate": 0.1, "decrypt": 0.0, "total": 1.2}
     result = {
         "scheme": "plain",
@@ -73,8 +75,10 @@ def make_run(tmp_path, *, rounds=5, skip=None, reported=None, budget=BUDGET):
             "epsilon_per_client": reported if reported is not None else eps,
             "epsilon_max": max(eps.values()),
             "budget": budget,
+            "ledger_head": list(head),
         },
     }
+    result["privacy"]["pin"] = pin_digest(result["privacy"])
     (run_dir / "result.json").write_text(json.dumps(result))
     return run_dir
 
@@ -232,6 +236,7 @@ def test_truncated_ledger_against_a_pinned_head(tmp_path):
 
 def _audit(**kw):
     from privacy.audit.report import CanaryAudit
+    from privacy.audit.stats import NoiseScaleCheck
 
     base = dict(
         audited_client="c",
@@ -255,6 +260,7 @@ def _audit(**kw):
         verdict="consistent",
         seconds=1.0,
         method="m",
+        noise=NoiseScaleCheck(1.0, 1.0, 1.0, 0.99, 1.01, 10_000, 0.01, "consistent"),
     )
     return CanaryAudit(**(base | kw))
 
@@ -267,3 +273,148 @@ def test_canary_caveats_blind_spot_and_suspicious_estimate():
     assert len(blind) == 1 and "could not reveal a violation" in blind[0]
     loud = _canary_warnings(_audit(gaussian_epsilon_estimate=9.0))
     assert len(loud) == 1 and "noise may be smaller than recorded" in loud[0]
+
+
+# ----------------------------------------------------------------- forged ledgers and results
+# The attacker holds both files and uses the ledger's own API, so the hash chain verifies;
+# `repin` models the strongest variant, which also rewrites result.json's head and pin.
+
+
+def _forge(run_dir, append, *, repin):
+    with PrivacyLedger.open(run_dir / "ledger") as book:
+        append(book)
+        head = book.head()
+    if repin:
+        doc = json.loads((run_dir / "result.json").read_text())
+        doc["privacy"]["ledger_head"] = list(head)
+        doc["privacy"]["pin"] = pin_digest(doc["privacy"])
+        (run_dir / "result.json").write_text(json.dumps(doc))
+
+
+def _noop_with_large_delta(book):
+    """Past the API's own δ check: the attacker computes the chain itself (``_append``)."""
+    body = dict(book.entries(client="client-0")[-1].body)
+    for key in ("client", "round", "kind"):
+        del body[key]
+    body |= {
+        "delta": 0.5,
+        "steps": 0,
+        "event": accounting.event_to_json(
+            accounting.sgd_event(noise_multiplier=1.0, sample_rate=0.1, steps=0)
+        ),
+    }
+    book._append("client-0", 99, "dp-sgd", body)
+
+
+def _budget_raise(book):
+    book.set_budget("client-0", epsilon=100.0, delta=DELTA, round_index=6)
+
+
+def _zero_step_round(book):
+    book.record_round(
+        "client-1",
+        6,
+        event=accounting.sgd_event(noise_multiplier=1.0, sample_rate=0.1, steps=0),
+        delta=DELTA,
+        noise_multiplier=1.0,
+        sample_rate=0.1,
+        steps=0,
+        clip_norm=CLIP,
+    )
+
+
+def _extra_client(book):
+    book.set_budget("client-9", epsilon=BUDGET, delta=DELTA, round_index=0)
+
+
+FORGERIES = {
+    "noop-delta-0.5": (_noop_with_large_delta, "δ changed after round 0"),
+    "budget-raise": (_budget_raise, "budget changed after round 0"),
+    "zero-step-round": (_zero_step_round, "records no DP mechanism"),
+    "extra-client": (_extra_client, "in the ledger but missing from result.json"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_an_appended_entry_fails_the_exact_pin(tmp_path, name):
+    run_dir = make_run(tmp_path)
+    _forge(run_dir, FORGERIES[name][0], repin=False)
+    with pytest.raises(LedgerIntegrityError, match="exactly the pinned"):
+        quick(run_dir)
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_an_appended_entry_with_a_rewritten_pin_is_still_a_finding(tmp_path, name):
+    run_dir = make_run(tmp_path)
+    honest = [c.epsilon_spent for c in quick(run_dir).clients]
+    append, finding = FORGERIES[name]
+    _forge(run_dir, append, repin=True)
+    report = quick(run_dir)
+    assert report.status == "FAILED" and any(finding in f for f in report.findings), report.findings
+    # ε is recomputed from all events at the budget's δ: a δ = 0.5 entry cannot lower it
+    assert [c.epsilon_spent for c in report.clients][:3] == pytest.approx(honest)
+
+
+def test_result_json_edited_after_the_run_breaks_its_pin(tmp_path):
+    run_dir = make_run(tmp_path)
+    doc = json.loads((run_dir / "result.json").read_text())
+    doc["privacy"]["budget"] = 100.0
+    (run_dir / "result.json").write_text(json.dumps(doc))
+    assert any("does not match its pin" in f for f in quick(run_dir).findings)
+    del doc["privacy"]["pin"]
+    (run_dir / "result.json").write_text(json.dumps(doc))
+    assert any("carries no pin" in f for f in quick(run_dir).findings)
+
+
+@pytest.mark.parametrize("head", [None, [0, "0" * 64], [-3, "x"], [True, "x"], ["2", "x"], [5]])
+def test_a_missing_or_non_positive_pin_is_refused_in_one_line(tmp_path, head):
+    run_dir = make_run(tmp_path)
+    doc = json.loads((run_dir / "result.json").read_text())
+    doc["privacy"]["ledger_head"] = head
+    (run_dir / "result.json").write_text(json.dumps(doc))
+    with pytest.raises(RunDirectoryError, match="ledger_head must pin the ledger"):
+        quick(run_dir)
+
+
+@pytest.mark.parametrize(
+    "rounds", [5, [1, 2], [{"round": "1", "participants": []}], [{"round": 1, "participants": 3}]]
+)
+def test_malformed_rounds_are_a_named_error_not_a_type_error(tmp_path, rounds):
+    run_dir = make_run(tmp_path)
+    doc = json.loads((run_dir / "result.json").read_text())
+    doc["rounds"] = rounds
+    (run_dir / "result.json").write_text(json.dumps(doc))
+    with pytest.raises(RunDirectoryError, match="rounds must be a list"):
+        quick(run_dir)
+
+
+def test_a_non_numeric_reported_epsilon_is_a_finding_not_a_skipped_check(tmp_path):
+    run_dir = make_run(tmp_path, reported={"client-0": "0.1", "client-1": 1.0, "client-2": None})
+    findings = quick(run_dir).findings
+    assert sum("must be a number" in f for f in findings) == 2
+
+
+def test_the_audit_opens_the_ledger_read_only(tmp_path):
+    run_dir = make_run(tmp_path)
+    before = (run_dir / "ledger").read_bytes()
+    (run_dir / "ledger").chmod(0o444)
+    report = quick(run_dir)
+    assert (run_dir / "ledger").read_bytes() == before
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("ledger")) == ["ledger"]
+    # without the canary nothing could have caught a noise bug: not "passed"
+    assert report.findings == [] and report.status == "incomplete" and not report.passed
+
+
+def test_the_printed_guarantee_names_unit_adjacency_epsilon_up_delta_and_threat_model(tmp_path):
+    report = quick(make_run(tmp_path))
+    eps = max(c.epsilon_spent for c in report.clients)
+    up = f"{math.ceil(eps * 1000) / 1000:.3f}"
+    statement = report.guarantee["statement"]
+    assert f"ε ≤ {up} and δ = 1e-05" in statement
+    assert "for the unit 'one training record of one client'" in statement
+    assert "under add-or-remove-one adjacency" in statement
+    assert "Threat model: record-level DP of each client's local dataset" in statement
+    console = Console(record=True, width=200)
+    console.print(render_console(report))
+    text = " ".join(console.export_text().split())
+    assert f"ε ≤ {up}" in text and "add-or-remove-one" in text and "Threat model" in text

@@ -119,3 +119,40 @@ def test_guard_rejects_bad_budget(bad):
 def test_guard_rejects_garbage_state():
     with pytest.raises(PrivacyParameterError):
         ClientBudgetGuard.from_json('{"client": "c"}')
+
+
+def test_reconcile_guard_fails_closed_on_any_difference(tmp_path):
+    from privacy.budget import reconcile_guard
+    from privacy.errors import AccountingMismatchError
+
+    with PrivacyLedger.open(tmp_path / "l") as ledger:
+        ledger.set_budget("a", epsilon=10.0, delta=1e-5, round_index=0)
+        guard = ClientBudgetGuard(client="a", budget_epsilon=10.0, delta=1e-5)
+        event = sgd_event(noise_multiplier=1.0, sample_rate=0.1, steps=5)
+        reconcile_guard(guard, ledger)  # nothing ran, nothing charged
+        guard.record(event)
+        with pytest.raises(AccountingMismatchError, match="0 steps charged and 5 run"):
+            reconcile_guard(guard, ledger)
+        ledger.record_round(
+            "a",
+            1,
+            event=event,
+            delta=1e-5,
+            noise_multiplier=1.0,
+            sample_rate=0.1,
+            steps=5,
+            clip_norm=1.0,
+        )
+        reconcile_guard(guard, ledger)
+        ledger.record_round(
+            "a",
+            2,
+            event=event,
+            delta=1e-5,
+            noise_multiplier=1.0,
+            sample_rate=0.1,
+            steps=5,
+            clip_norm=1.0,
+        )  # charged but never run: also a difference
+        with pytest.raises(AccountingMismatchError, match="10 steps charged and 5 run"):
+            reconcile_guard(guard, ledger)

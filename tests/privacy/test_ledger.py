@@ -34,13 +34,63 @@ def filled(path, rounds=3, clients=("c0", "c1")):
 
 
 def tamper(path, sql, *args):
-    """An attacker with file access: drops the append-only triggers and edits rows."""
+    """An attacker with file access: drops the append-only triggers, edits rows, and puts
+    the triggers back (so only the hash chain can give it away)."""
     conn = sqlite3.connect(path)
     conn.execute("DROP TRIGGER entries_no_update")
     conn.execute("DROP TRIGGER entries_no_delete")
     conn.execute(sql, args)
+    conn.executescript(TRIGGERS)
     conn.commit()
     conn.close()
+
+
+TRIGGERS = """
+CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only'); END;
+CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only'); END;
+"""
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["DROP TRIGGER entries_no_update", "DROP TRIGGER entries_no_delete", "DELETE FROM meta"],
+)
+def test_a_missing_trigger_or_meta_row_is_tampering_and_never_recreated(tmp_path, sql):
+    path = tmp_path / "ledger"
+    filled(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(LedgerIntegrityError, match="must have|schema must be"):
+        PrivacyLedger.open(path)
+    with pytest.raises(LedgerIntegrityError, match="must have|schema must be"):
+        PrivacyLedger.open_readonly(path, expected_head=(0, "0" * 64))
+    assert path.read_bytes() == before  # nothing repaired behind the auditor's back
+
+
+def test_read_only_open_needs_the_exact_pinned_head_and_writes_nothing(tmp_path):
+    path = tmp_path / "ledger"
+    book = filled(path)
+    head = book.head()
+    book.close()
+    path.chmod(0o444)  # a write-protected ledger can still be audited
+    try:
+        before = path.read_bytes()
+        with PrivacyLedger.open_readonly(path, expected_head=head) as ro:
+            assert ro.head() == head
+        assert path.read_bytes() == before
+        for bad in ((head[0] - 1, head[1]), (head[0] + 1, head[1]), (head[0], "f" * 64)):
+            with pytest.raises(LedgerIntegrityError, match="pinned"):
+                PrivacyLedger.open_readonly(path, expected_head=bad)
+        for bad_count in (-1, True, 0.5):
+            with pytest.raises(LedgerIntegrityError, match="non-negative integer"):
+                PrivacyLedger.open_readonly(path, expected_head=(bad_count, head[1]))
+    finally:
+        path.chmod(0o644)
 
 
 def test_entries_hold_everything_needed_to_recompute(tmp_path):

@@ -1,8 +1,15 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
-from secagg.errors import InconsistentViewError, InsufficientParticipantsError, UnexpectedPhaseError
-from secagg.plain import PlainUpdate
+from secagg.errors import (
+    DecodeError,
+    InconsistentViewError,
+    InsufficientParticipantsError,
+    UnexpectedPhaseError,
+)
+from secagg.plain import PlainClient, PlainUpdate
 from secagg.protocol import SERVER, client_id
 from secagg.rand import DeterministicRng
 from secagg.schemes import AggregationConfig, create_scheme
@@ -65,3 +72,38 @@ def test_phase_errors():
         rs.coordinator.handle(msg)
     with pytest.raises(UnexpectedPhaseError):
         rs.coordinator.advance()
+
+
+class _PoisoningClient(PlainClient):
+    """A deviating client: skips the honest client's finiteness check and sends its
+    vector as is; the transport still carries it through the real wire codec."""
+
+    def __init__(self, honest: PlainClient, vector: np.ndarray) -> None:
+        super().__init__(honest.party, honest._session, honest._round, honest._dim)
+        self._evil = vector
+
+    def protect(self, vector):
+        msg = super().protect(np.zeros_like(vector))[0]
+        return [dataclasses.replace(msg, vector=self._evil)]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e308])
+def test_server_refuses_a_non_finite_or_overflowing_update(bad):
+    """Threat: one client makes the released "sum" NaN/inf (the honest client refuses such
+    input; a deviating one sends it anyway). The server refuses it with a named error and
+    releases nothing for the round."""
+    rs, cohort = _round()
+    evil = np.zeros(6)
+    evil[3] = bad
+    rs.clients[cohort[2]] = _PoisoningClient(rs.clients[cohort[2]], evil)
+    with pytest.raises(DecodeError, match=f"update of {cohort[2]} must"):
+        InProcessTransport().run(rs, inputs={p: np.ones(6) for p in cohort})
+    with pytest.raises(UnexpectedPhaseError):
+        rs.coordinator.finalize()
+
+
+def test_largest_accepted_entries_still_sum_to_a_finite_value():
+    rs, cohort = _round()
+    limit = float(np.finfo(np.float64).max) / (2 * len(cohort))
+    InProcessTransport().run(rs, inputs={p: np.full(6, limit) for p in cohort})
+    assert np.all(np.isfinite(rs.coordinator.finalize().vector))

@@ -104,9 +104,9 @@ def test_resume_in_the_window_ledger_ahead_of_checkpoint_charges_once_and_runs_n
 def test_resume_refuses_another_configuration(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    config = FederationConfig(scheme="plain", clients=3, rounds=1, model="mlp-small")
+    config = FederationConfig(scheme="plain", clients=3, rounds=1, model="mlp-small", dp=False)
     run_federation(config, run_dir=run_dir)
-    other = FederationConfig(scheme="plain", clients=3, rounds=2, model="mlp-small")
+    other = FederationConfig(scheme="plain", clients=3, rounds=2, model="mlp-small", dp=False)
     with pytest.raises(ParameterError, match="checkpoint's configuration"):
         Federation(other, resume=True).run(run_dir=run_dir)
     assert json.loads((run_dir / "checkpoint.json").read_text())["finished"]

@@ -1,6 +1,7 @@
 """`secagg run` with DP (the default), `secagg audit` of its run dir, `secagg bench` options."""
 
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -50,7 +51,13 @@ def test_dp_is_on_by_default_with_its_training_defaults(dp_run_dir):
             assert all(book.has_entry(c, r["round"], KIND_DPSGD) for c in r["participants"])
     # the summary shows each client's ε and the guarantee in one line
     assert "privacy per client" in output and "ε (PLD)" in output
-    assert f"{privacy['epsilon_max']:.3f}" in output and "privacy: DP-SGD" in output
+    # the printed label: unit, adjacency, ε rounded up, δ (rich may wrap the line)
+    eps_up = math.ceil(privacy["epsilon_max"] * 1000) / 1000
+    assert (
+        f"privacy: DP-SGD, (ε ≤ {eps_up:.3f}, δ = 1e-05)-DP for one training record of one "
+        "client under add-or-remove-one adjacency (budget ε=4;"
+    ) in " ".join(output.split())
+    assert "records" not in output  # no client's record count is printed under DP
     assert (out / "epsilon.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Privacy" in (out / "report.md").read_text()
 
@@ -153,5 +160,31 @@ def test_client_level_dp_from_the_cli(tmp_path):
     assert doc["privacy"]["kind"] == "client-level" and doc["config"]["dp_unit"] == "client"
     assert doc["config"]["batch_size"] == 32  # the DP-SGD training defaults do not apply
     assert all(0 < e <= 8.0 for e in doc["privacy"]["epsilon_per_client"].values())
+    # the printed label: unit, zero-out adjacency, ε rounded up, δ, h's derivation, replace-one
+    p = doc["privacy"]
+    flat = " ".join(result.output.split())
+    eps_up = math.ceil(p["epsilon_max"] * 1000) / 1000
+    assert (
+        f"(ε ≤ {eps_up:.3f}, δ = 1e-05)-DP for one participating client's whole clipped model "
+        "update per round (all its records; not whether it took part) under zero-out"
+    ) in flat
+    assert "h = 1 (3 guaranteed survivors (masking survivor threshold t=3); 2 declared " in flat
+    replace_up = math.ceil(p["replace_one"]["epsilon_max"] * 1000) / 1000
+    assert f"replace-one: ε ≤ {replace_up:.3f}" in flat
+    report = " ".join((out / "report.md").read_text().split())
+    assert p["guarantee"] in report and p["min_honest_derivation"] in report
+    small = _invoke(
+        "run",
+        "--scheme",
+        "masking",
+        "--dp-unit",
+        "client",
+        *args,
+        "--clients-per-round",
+        "3",
+        "--min-honest",
+        "3",
+    )
+    assert "min_honest + colluders must be at most the cohort size 3" in _error_line(small)
     plain = _invoke("run", "--scheme", "plain", "--dp-unit", "client", *args)
     assert "secure scheme" in _error_line(plain)

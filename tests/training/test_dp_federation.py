@@ -20,6 +20,7 @@ from privacy.ledger import KIND_DPSGD, PrivacyLedger
 from secagg.errors import ParameterError
 from secagg.rand import DeterministicRng
 from training.client import train_local
+from training.config import PRIVACY_SETTINGS
 from training.federation import Federation, FederationConfig, run_federation
 
 DELTA = 1e-5
@@ -35,6 +36,11 @@ TINY = {
     "lr": 1.0,
     "model": "mlp-small",
 }
+
+
+def _without_dp(settings):
+    """The same run with DP off: privacy settings must then be left out (asking is an error)."""
+    return {**{k: v for k, v in settings.items() if k not in PRIVACY_SETTINGS}, "dp": False}
 
 
 def _rng(n=99):
@@ -63,6 +69,12 @@ def test_every_client_stays_within_the_target_in_result_and_ledger(dp_run):
     p = result.privacy
     assert p["enabled"] is True and p["stopped"] is None and result.stopped is None
     assert p["unit"] == "record-level, per client" and p["sampling"] == "poisson"
+    # the label a reader sees: unit, adjacency, ε rounded up, δ
+    assert p["adjacency"] == "add-or-remove-one"
+    assert p["guarantee"] == (
+        f"(ε ≤ {math.ceil(p['epsilon_max'] * 1000) / 1000:.3f}, δ = 1e-05)-DP for one training "
+        "record of one client under add-or-remove-one adjacency"
+    )
     assert p["delta"] == DELTA and p["budget"] == 2.0 and p["target_epsilon"] == 2.0
     assert p["ledger"] == {"path": str(path), "temporary": False}
     eps = p["epsilon_per_client"]
@@ -86,10 +98,21 @@ def test_every_client_stays_within_the_target_in_result_and_ledger(dp_run):
                 assert entry.body["clip_norm"] == p["max_grad_norm"] == 1.0
 
 
-def test_schedule_is_q_equals_b_over_n_and_sigma_calibrated_once(dp_run):
+def _nominal():
+    """N: the declared public records per client (even share of the public digits split)."""
+    data = Federation(FederationConfig(**_without_dp(TINY))).data
+    return len(data.y_train) // TINY["clients"]
+
+
+def test_schedule_is_public_and_sigma_calibrated_once(dp_run):
+    """q = B/N and E·⌈N/B⌉ steps from the declared N, identical for every client whatever
+    its own record count; the record counts appear nowhere in result.json."""
     result, _ = dp_run
     p = result.privacy
-    for i, n in enumerate(result.client_sizes):
+    n = _nominal()
+    assert p["nominal_records"] == n
+    assert len(set(result.client_sizes)) > 1  # the clients really hold different counts
+    for i in range(len(result.client_sizes)):
         client = f"client/{i}"
         assert p["sample_rate"][client] == pytest.approx(64 / n)
         assert p["steps"]["per_round"][client] == math.ceil(n / 64)
@@ -97,6 +120,49 @@ def test_schedule_is_q_equals_b_over_n_and_sigma_calibrated_once(dp_run):
         # one σ for the whole schedule: ε of all planned steps is the target, not ε per round
         history = [(p["noise_multiplier"][client], p["sample_rate"][client], 3 * math.ceil(n / 64))]
         assert prv_epsilon(history) == pytest.approx(2.0, rel=0.02)
+    doc = result.to_dict()
+    assert doc["client_sizes"] is None
+    assert all(r["train_loss"] is None for r in doc["rounds"])  # noise-free statistic: gone
+
+
+def test_adding_one_record_changes_nothing_but_what_the_noise_hides(tmp_path):
+    """Add/remove adjacency: with one extra record at client 0, every released quantity other
+    than the noisy update itself — ledger entries, weights, privacy block — is identical."""
+    config = FederationConfig(**TINY, rounds=1, epsilon=2.0)
+    feds = [Federation(config, rng=_rng(), ledger_path=tmp_path / f"l{i}") for i in (0, 1)]
+    feds[1]._x[0] = torch.cat([feds[1]._x[0], feds[1]._x[0][:1]])
+    feds[1]._y[0] = torch.cat([feds[1]._y[0], feds[1]._y[0][:1]])
+    updates = [fed.train_clients(1, [0, 1, 2]) for fed in feds]
+    for fed in feds:
+        fed.privacy.commit(1, list(fed.clients))
+    assert [u["client/0"].weight for u in updates] == [1.0, 1.0]
+    assert [u["client/0"].submission()[-1] for u in updates] == [1.0, 1.0]
+    bodies = [[e.body for e in fed.privacy.ledger.entries()] for fed in feds]
+    assert bodies[0] == bodies[1]
+    blocks = [fed.privacy.summary(stopped=None) for fed in feds]
+    for block in blocks:
+        del block["ledger"], block["pin"]  # the file path differs (the pin covers it)
+    assert blocks[0] == blocks[1]
+    for fed in feds:
+        fed.close()
+
+
+def test_local_training_run_twice_in_a_round_fails_closed(tmp_path, monkeypatch):
+    """Injected accounting bug outside train_dp_sgd: each client trains twice per round but
+    the round is charged once. The guard/ledger reconciliation stops the run at round 1."""
+    import training.federation as federation
+    from privacy.errors import AccountingMismatchError
+
+    original = federation.run_client
+
+    def twice(*args, **kwargs):
+        original(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(federation, "run_client", twice)
+    config = FederationConfig(**TINY, rounds=2, epsilon=4.0)
+    with pytest.raises(AccountingMismatchError, match="charged and .* run"):
+        run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
 
 
 def test_every_epsilon_recomputes_from_the_ledger_events_with_opacus_prv(dp_run):
@@ -120,8 +186,8 @@ def test_round_records_show_epsilon_growing_to_the_final_value(dp_run):
 def _expected_rounds(fed, sigma, budget):
     """Per client: how many rounds fit the budget, by Opacus PRV (not our accountant)."""
     out = {}
-    for client, n in zip(fed.clients, fed.sizes, strict=True):
-        q, steps = 64 / int(n), math.ceil(int(n) / 64)
+    for client in fed.clients:
+        q, steps = 64 / _nominal(), math.ceil(_nominal() / 64)
         k = 0
         while prv_epsilon([(sigma, q, (k + 1) * steps)]) <= budget:
             k += 1
@@ -132,8 +198,7 @@ def _expected_rounds(fed, sigma, budget):
 def _midway_budget(sigma, rounds):
     """A budget halfway between the PRV ε of ``rounds`` and ``rounds + 1`` rounds of client 0,
     so that no two sound accountants can disagree about where it stops."""
-    sizes = Federation(FederationConfig(**{**TINY, "dp": False})).sizes
-    q, steps = 64 / int(sizes[0]), math.ceil(int(sizes[0]) / 64)
+    q, steps = 64 / _nominal(), math.ceil(_nominal() / 64)
     low = prv_epsilon([(sigma, q, rounds * steps)])
     return (low + prv_epsilon([(sigma, q, (rounds + 1) * steps)])) / 2
 
@@ -166,10 +231,10 @@ def test_budget_stops_participation_at_exactly_the_right_round(tmp_path):
     doc = json.loads(json.dumps(result.to_dict()))
     assert doc["stopped"]["round"] == last + 1 == doc["privacy"]["stopped"]["round"]
     with PrivacyLedger.open(tmp_path / "run-ledger") as ledger:
-        for (client, k), n in zip(expected.items(), fed.sizes, strict=True):
+        for client, k in expected.items():
             rounds = [e.round for e in ledger.entries(client=client, kind=KIND_DPSGD)]
             assert rounds == list(range(1, k + 1))
-            one_more = (sigma, 64 / int(n), math.ceil(int(n) / 64))
+            one_more = (sigma, 64 / _nominal(), math.ceil(_nominal() / 64))
             history = event_to_history(ledger.accountant_state(client).composed)
             assert ledger.epsilon_spent(client) <= budget < prv_epsilon([*history, one_more])
             assert ledger.budget(client).epsilon == budget
@@ -263,14 +328,29 @@ def test_client_level_run_is_accounted_in_its_own_ledger_kind(tmp_path):
     config = FederationConfig(**CLIENT_LEVEL, rounds=2, epsilon=4.0)
     result = run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
     p = result.privacy
-    assert p["kind"] == "client-level" and p["min_honest"] == 2 and p["clip_norm"] == 1.0
+    # masking, 4 clients: survivor threshold t = 3, declared colluders t − 1 = 2 → h = 1
+    assert p["kind"] == "client-level" and p["min_honest"] == 1 and p["clip_norm"] == 1.0
+    assert p["colluders"] == 2 and p["contributor_floor"] == 3
+    assert p["min_honest_derivation"].startswith("h = 1 (3 guaranteed survivors")
     assert "cohort" in p["threat_model"] and "honest" in p["threat_model"]
+    # the label: the unit is a participant's update, zero-out adjacency, participation public
+    assert p["adjacency"] == "zero-out (the update replaced by zeros)"
+    assert "not whether it took part" in p["unit"] and "public" in p["participation"]
+    assert p["guarantee"].endswith("under zero-out (the update replaced by zeros) adjacency")
+    assert f"ε ≤ {math.ceil(p['epsilon_max'] * 1000) / 1000:.3f}, δ = 1e-05" in p["guarantee"]
+    # replace-one (sensitivity 2S) beside it: two Gaussians at z/2, by Opacus PRV
+    replace = p["replace_one"]["epsilon_per_client"]
+    assert all(replace[c] > 1.5 * e for c, e in p["epsilon_per_client"].items())
+    z = p["noise_multiplier"]
+    assert replace["client/0"] == pytest.approx(prv_epsilon([(z / 2, 1.0, 2)]), rel=0.01)
     assert all(0 < e <= 4.0 for e in p["epsilon_per_client"].values())
     with PrivacyLedger.open(tmp_path / "ledger", expected_head=tuple(p["ledger_head"])) as book:
         assert book.entries(kind=KIND_DPSGD) == []
         for client, eps in p["epsilon_per_client"].items():
             entries = book.entries(client=client, kind=KIND_CLIENT_LEVEL)
             assert [e.round for e in entries] == [1, 2]
+            assert all(e.body["extra"]["min_honest"] == 1 for e in entries)  # h in every entry
+            assert all(e.body["extra"]["contributor_floor"] == 3 for e in entries)
             assert book.budget(client, scope=KIND_CLIENT_LEVEL).epsilon == 4.0
             # independent oracle: two unsampled Gaussians of multiplier z, by Opacus PRV
             history = event_to_history(
@@ -282,12 +362,12 @@ def test_client_level_run_is_accounted_in_its_own_ledger_kind(tmp_path):
 
 def test_client_level_noise_share_has_the_calibrated_std(tmp_path):
     """Each client adds N(0, z²S²/h): measured over the ~650 coordinates of a logreg update."""
-    config = FederationConfig(**CLIENT_LEVEL, rounds=1, epsilon=4.0, min_honest=3)
+    config = FederationConfig(**CLIENT_LEVEL, rounds=1, epsilon=4.0, min_honest=3, colluders=1)
     fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
     allowed, refused = fed.privacy.admit(1, fed.clients)
     assert allowed == fed.clients and refused == []
     clean = Federation(
-        FederationConfig(**{**CLIENT_LEVEL, "dp": False}, rounds=1), rng=_rng()
+        FederationConfig(**_without_dp(CLIENT_LEVEL), rounds=1), rng=_rng()
     ).train_clients(1, [0])["client/0"]
     noisy = fed.train_clients(1, [0])["client/0"]
     fed.close()
@@ -303,23 +383,73 @@ def test_client_level_dp_refuses_the_plaintext_scheme():
         Federation(FederationConfig(**{**CLIENT_LEVEL, "scheme": "plain"}, rounds=1))
 
 
-def test_a_sum_with_fewer_contributors_than_min_honest_is_discarded_but_charged(tmp_path):
-    """Threat: too few honest noise shares in a released sum; the sum is not applied."""
+def test_h_is_never_lowered_to_fit_a_small_cohort():
+    """Fail closed: a cohort smaller than h + colluders is refused, not silently accepted."""
+    with pytest.raises(ParameterError, match="min_honest \\+ colluders must be at most"):
+        Federation(FederationConfig(**CLIENT_LEVEL, rounds=1, clients_per_round=3, min_honest=3))
+    with pytest.raises(ParameterError, match="min_honest must be at least 1"):
+        Federation(FederationConfig(**CLIENT_LEVEL, rounds=1, colluders=3))
+
+
+def test_the_scheme_is_built_with_the_contributor_floor(tmp_path):
+    config = FederationConfig(**CLIENT_LEVEL, rounds=1, min_honest=2, colluders=1)
+    fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    fed.close()
+    assert fed.aggregation.min_honest == 3 and fed.privacy.min_honest == 2
+    assert Federation(FederationConfig(**TINY, rounds=1)).aggregation.min_honest is None
+
+
+def test_a_sum_released_below_the_floor_is_not_used_and_is_charged_at_its_real_noise(tmp_path):
+    """Threat: a scheme (or its unmasker) ignores the floor and releases a sum of 5 when 6
+    honest shares were required. The sum is never applied; its contributors are charged at
+    z·√(5/6), and the guard/ledger difference stops the run (fail closed)."""
+    import dataclasses
+
+    from privacy.errors import AccountingMismatchError
     from privacy.ledger import KIND_CLIENT_LEVEL
+    from secagg.schemes import create_scheme
 
     config = FederationConfig(
         **{**CLIENT_LEVEL, "clients": 6, "seed": 3},
         rounds=1,
         epsilon=4.0,
         min_honest=6,
+        colluders=0,
         dropout=0.15,
     )
-    result = run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
-    record = result.rounds[0]
-    assert record.dropped == ["client/4"] and record.dropped_at == {"client/4": 0}
-    assert record.aborted and "min_honest=6" in record.error and record.participants == []
-    assert (record.accuracy, record.loss) == (result.initial_accuracy, result.initial_loss)
-    assert result.privacy["discarded_rounds"] == [1]
+    fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+    # the deviating party: a scheme built without the floor
+    fed.scheme = create_scheme("masking", dataclasses.replace(fed.aggregation, min_honest=None))
+    before = [p.detach().clone() for p in fed.model.parameters()]
+    with pytest.raises(AccountingMismatchError, match="must equal the DP mechanisms it ran"):
+        fed.run_round(1)
+    assert all(torch.equal(a, b) for a, b in zip(before, fed.model.parameters(), strict=True))
+    assert fed.privacy.discarded == [1]
+    z = fed.privacy.noise_multiplier
     with PrivacyLedger.open(tmp_path / "ledger") as book:
-        charged = {e.client for e in book.entries(kind=KIND_CLIENT_LEVEL)}
-    assert charged == {f"client/{i}" for i in range(6)}  # the dropout had added its share too
+        sigmas = {
+            e.client: e.body["noise_multiplier"] for e in book.entries(kind=KIND_CLIENT_LEVEL)
+        }
+    fed.close()
+    assert set(sigmas) == {f"client/{i}" for i in range(6)}  # the dropout had added its share
+    assert sigmas["client/4"] == z  # dropped at phase 0: not in the sum
+    real = {c: s for c, s in sigmas.items() if c != "client/4"}
+    assert all(s == pytest.approx(z * math.sqrt(5 / 6)) for s in real.values())
+
+
+def test_a_client_level_round_that_crashes_after_the_noise_is_still_charged(tmp_path):
+    from privacy.ledger import KIND_CLIENT_LEVEL
+
+    config = FederationConfig(**CLIENT_LEVEL, rounds=2, epsilon=4.0)
+    fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("network down")
+
+    fed.scheme.open_round = broken
+    with pytest.raises(RuntimeError, match="network down"):
+        fed.run_round(1)
+    fed.close()  # settles the pending round before closing the ledger
+    with PrivacyLedger.open(tmp_path / "ledger") as book:
+        charged = {e.client for e in book.entries(kind=KIND_CLIENT_LEVEL) if e.round == 1}
+    assert charged == set(fed.clients)

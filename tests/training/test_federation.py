@@ -21,7 +21,7 @@ def _rng():
 def test_short_plain_run_learns():
     seen = []
     result = run_federation(
-        FederationConfig(scheme="plain", clients=5, rounds=3, seed=2),
+        FederationConfig(scheme="plain", dp=False, clients=5, rounds=3, seed=2),
         on_round=seen.append,
         rng=_rng(),
     )
@@ -39,7 +39,14 @@ def test_short_plain_run_learns():
 def test_dropout_records_who_dropped_and_sums_survivors_only():
     """Oracle: the released sum equals a recomputed plaintext sum over exactly the survivors."""
     config = FederationConfig(
-        scheme="plain", clients=8, rounds=1, dropout=0.4, seed=5, partition="dirichlet", alpha=1.0
+        scheme="plain",
+        dp=False,
+        clients=8,
+        rounds=1,
+        dropout=0.4,
+        seed=5,
+        partition="dirichlet",
+        alpha=1.0,
     )
     fed = Federation(config, rng=_rng())
     before = flatten(fed.model)
@@ -68,7 +75,7 @@ def test_dropout_records_who_dropped_and_sums_survivors_only():
 
 
 def test_aborted_round_keeps_the_previous_global_model():
-    config = FederationConfig(scheme="plain", clients=2, rounds=6, dropout=0.95, seed=0)
+    config = FederationConfig(scheme="plain", dp=False, clients=2, rounds=6, dropout=0.95, seed=0)
     result = run_federation(config, rng=_rng())
     aborted = [r for r in result.rounds if r.aborted]
     assert aborted, "p=0.95 with two clients aborts some round"
@@ -91,7 +98,10 @@ def test_bring_your_own_data_and_model():
     model = nn.Sequential(nn.Linear(4, 3))
     original = flatten(model)
     result = run_federation(
-        FederationConfig(clients=4, rounds=3, seed=0), data=data, model=model, rng=_rng()
+        FederationConfig(scheme="plain", dp=False, clients=4, rounds=3, seed=0),
+        data=data,
+        model=model,
+        rng=_rng(),
     )
     np.testing.assert_array_equal(flatten(model), original)  # the caller's module is not mutated
     assert result.final_accuracy > 0.9
@@ -99,7 +109,7 @@ def test_bring_your_own_data_and_model():
 
 
 def test_runs_are_reproducible_from_the_seed():
-    config = FederationConfig(clients=3, rounds=2, seed=4, dropout=0.3)
+    config = FederationConfig(scheme="plain", dp=False, clients=3, rounds=2, seed=4, dropout=0.3)
     a = run_federation(config, rng=DeterministicRng.from_int(1))
     b = run_federation(config, rng=DeterministicRng.from_int(2))  # crypto randomness differs
     assert [r.dropped_at for r in a.rounds] == [r.dropped_at for r in b.rounds]
@@ -107,14 +117,19 @@ def test_runs_are_reproducible_from_the_seed():
 
 
 def test_client_sampling_selects_a_subset():
-    fed = Federation(FederationConfig(clients=6, clients_per_round=3, seed=1), rng=_rng())
+    fed = Federation(
+        FederationConfig(scheme="plain", dp=False, clients=6, clients_per_round=3, seed=1),
+        rng=_rng(),
+    )
     picks = [fed.select(r) for r in range(1, 6)]
     assert all(len(p) == 3 and len(set(p)) == 3 for p in picks)
     assert len({tuple(p) for p in picks}) > 1
 
 
 def test_result_json_document_has_the_design_keys():
-    result = run_federation(FederationConfig(clients=2, rounds=1, seed=0), rng=_rng())
+    result = run_federation(
+        FederationConfig(scheme="plain", dp=False, clients=2, rounds=1, seed=0), rng=_rng()
+    )
     doc = result.to_dict()
     assert {"scheme", "config", "rounds", "final_accuracy", "privacy"} <= set(doc)
     assert {"accountant", "delta", "epsilon_per_client", "epsilon_max", "budget"} <= set(
@@ -179,7 +194,7 @@ def test_config_is_frozen():
 def test_every_registered_scheme_releases_the_participants_sum(scheme):
     """Oracle across schemes: the released sum = plaintext sum of the participants' submissions
     (within the scheme's declared error bound), under dropouts at random phases."""
-    config = FederationConfig(scheme=scheme, clients=6, rounds=1, dropout=0.2, seed=3)
+    config = FederationConfig(scheme=scheme, dp=False, clients=6, rounds=1, dropout=0.2, seed=3)
     fed = Federation(config, rng=_rng())
     fed.setup()
     outcome = fed.run_round(1)
@@ -194,3 +209,48 @@ def test_every_registered_scheme_releases_the_participants_sum(scheme):
     np.testing.assert_allclose(
         aggregate.vector, expected, rtol=0, atol=aggregate.error_bound + 1e-9
     )
+
+
+@pytest.mark.parametrize("fault", ["share", "vector"])
+def test_a_faulty_masking_client_aborts_its_round_not_the_run(fault):
+    """A client whose unmask share is outside the Shamir field (a uint32 the wire allows),
+    or whose masked vector has the wrong length: the server refuses it on arrival, the
+    round aborts with the model kept and ε charged, and the next round runs (issue 10)."""
+    from secagg.masking import MaskingClient, PairwiseMasking
+
+    class FaultyClient(MaskingClient):
+        def _unmask(self, request):
+            [response] = super()._unmask(request)
+            shares = response.seed_shares.copy()
+            shares[:, 0] = 2**32 - 1
+            return [dataclasses.replace(response, seed_shares=shares)]
+
+        def _masked_input(self, bundle):
+            [masked] = super()._masked_input(bundle)
+            if fault == "vector":
+                return [dataclasses.replace(masked, vector=masked.vector[:-1])]
+            return [masked]
+
+    class OneFaultyClient(PairwiseMasking):
+        @staticmethod
+        def client_role(party, params, keys, *, rng):
+            role = PairwiseMasking.client_role(party, params, keys, rng=rng)
+            if party == "client/0" and params.round == 1:
+                role.__class__ = FaultyClient
+            return role
+
+    config = FederationConfig(
+        scheme="masking", clients=4, rounds=2, seed=1, dp=True, delta=1e-5,
+        batch_size=64, local_epochs=1, lr=1.0, model="mlp-small",
+    )  # fmt: skip
+    fed = Federation(config, rng=_rng())
+    fed.scheme = OneFaultyClient(max_clients=4, value_bound=fed.scheme.encoding.value_bound)
+    before = flatten(fed.model)
+    first = fed.run_round(1).record
+    assert first.aborted and ("field elements" in first.error or "masked vector" in first.error)
+    np.testing.assert_array_equal(flatten(fed.model), before)
+    charged = dict(first.epsilon)
+    assert charged and all(eps > 0 for eps in charged.values())
+    second = fed.run_round(2).record
+    assert not second.aborted and len(second.participants) == 4
+    assert all(second.epsilon[p] > charged[p] for p in charged)

@@ -57,8 +57,11 @@ def load_local_data(
 
 
 def record_count(context: Context, party: str, config_json: str) -> int:
-    """How many training records this client holds (public: it sets the FedAvg weight)."""
+    """How many training records this client holds, released only without DP (it sets
+    the FedAvg weight); under DP the count stays here (0: weights are uniform)."""
     config = FederationConfig(**json.loads(config_json))
+    if config.dp:
+        return 0
     _, y = load_local_data(context, party, config)
     return int(y.shape[0])
 
@@ -74,7 +77,7 @@ def local_update(
     model = build_model(config.model, int(x.shape[1]), classes, seed=config.seed)
     load_flat(model, np.frombuffer(field(body, "model", bytes), dtype="<f8").copy())
     try:
-        trainer, plan = _trainer(context, party, config, int(y.shape[0]), round_number, state, rng)
+        trainer, plan = _trainer(context, party, config, body, round_number, state, rng)
     except BudgetExceededError as exc:
         return str(exc)
     generator = torch.Generator().manual_seed(
@@ -116,7 +119,7 @@ def _trainer(
     context: Context,
     party: str,
     config: FederationConfig,
-    records: int,
+    body: ConfigRecord,
     round_number: int,
     state: Path,
     rng: Csprng,
@@ -126,7 +129,9 @@ def _trainer(
         return train_local, None
     if config.dp_unit != "record":
         raise ParameterError(f"flower engine dp_unit must be 'record'; got {config.dp_unit!r}")
-    plan = privacy_plan_for(config, {party: records}, rng=rng)
+    plan = privacy_plan_for(
+        config, {party: 0}, rng=rng, nominal_records=field(body, "nominal-records", int)
+    )
     if not isinstance(plan, PrivacyPlan):
         raise ParameterError("flower engine supports record-level DP only")
     ledger_path, guard_path = _own_paths(state, party)

@@ -66,6 +66,7 @@ from secagg.wire import Message as WireMessage
 from training.config import FederationConfig
 from training.federation import Federation, RoundOutcome, SetupRecord, evaluate
 from training.flower.codec import field, hello_transcript, pack_frames, unpack_frames
+from training.privacy_plan import PrivacyPlan
 from training.transport import MAX_PHASES, PhaseStats, TrafficReport, role_kind
 from training.updates import fedavg_from_sum, flatten, load_flat
 
@@ -211,8 +212,8 @@ class FlowerFederation(Federation):
         replies = relay.train(cohort, blob)
         trained = [p for p in cohort if replies.get(p, {}).get("status") == "trained"]
         said_no = [p for p in cohort if replies.get(p, {}).get("status") == "refused"]
-        if self.privacy is not None:  # conservative: charge every client that may have trained
-            self.privacy.commit(round_number, [p for p in cohort if p not in said_no])
+        if isinstance(self.privacy, PrivacyPlan):  # conservative: whoever may have trained
+            self.privacy.charge_remote(round_number, [p for p in cohort if p not in said_no])
         refused += said_no
         if not trained and said_no and len(said_no) == len(cohort):
             raise BudgetExceededError(
@@ -314,6 +315,8 @@ class _Relay:
             **fed.public,
             "config": json.dumps(fed.config.to_dict()),
             "classes": int(fed.data.num_classes),
+            # record-level DP's public N (fixes q and the steps; never a client's own count)
+            "nominal-records": int(getattr(fed.privacy, "nominal_records", 0)),
             "round": self.round,
             "model": model,
             "params": params,
@@ -527,7 +530,9 @@ def serve(grid: Grid, run_dir: Path) -> None:
         nodes=parties,
         spec=spec,
         rng=rng,
-        sizes=[records[client_id(i)] for i in range(config.clients)],
+        # under DP clients do not release their record counts (uniform weights); the
+        # placeholder only satisfies the simulation's bookkeeping
+        sizes=[records[client_id(i)] or 1 for i in range(config.clients)],
         ledger_path=run_dir / "ledger",
         resume=(run_dir / CHECKPOINT_FILE).exists(),
     )

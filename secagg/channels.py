@@ -1,8 +1,14 @@
-"""Key agreement, key derivation, AEAD and signatures for pairwise masking.
+"""The one X25519 + HKDF + AEAD + Ed25519 layer every scheme uses.
 
 Thin wrappers over ``cryptography`` that turn every verification failure into
 our opaque :class:`~secagg.errors.IntegrityError` and every derived key into a
-domain-separated HKDF-SHA256 output.
+domain-separated HKDF-SHA256 output. Pairwise masking (client-to-client share
+envelopes, signed adverts) and threshold CKKS (client-to-key-holder share
+envelopes, signed receipts, the committee's CRS certificate) call the same
+functions with their own ``purpose`` strings.
+
+AEAD: AES-256-GCM under a key used for exactly one message (the nonce is fixed);
+callers derive a fresh key per (session, round, sender, recipient, purpose).
 
 Security: every function here handles secrets (private keys, shared secrets,
 seeds, share plaintexts). None of them logs, and errors never carry key material.
@@ -26,10 +32,11 @@ from cryptography.hazmat.primitives.serialization import (
 from secagg.errors import IntegrityError
 from secagg.rand import Csprng
 
-DOMAIN = b"secagg/masking/v1/"
+DOMAIN = b"secagg/v1/"
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
-_AEAD_NONCE = bytes(12)  # every AEAD key encrypts exactly one message (fresh per round, direction)
+AEAD_TAG_BYTES = 16
+_AEAD_NONCE = bytes(12)  # every AEAD key encrypts exactly one message
 
 
 def frame(*parts: bytes) -> bytes:
@@ -63,7 +70,7 @@ def private_bytes(key: X25519PrivateKey) -> bytes:
 
 
 def agree(private: X25519PrivateKey, peer_public: bytes) -> bytes:
-    """X25519 shared secret with a peer's advertised public key.
+    """X25519 shared secret with a peer's public key.
 
     Raises:
         IntegrityError: the peer key is malformed or of low order (all-zero secret).
@@ -103,7 +110,7 @@ def unseal(key: bytes, ciphertext: bytes, header: bytes) -> bytes:
     """Inverse of :func:`seal`; any tampering raises the opaque :class:`IntegrityError`."""
     try:
         return AESGCM(key).decrypt(_AEAD_NONCE, ciphertext, header)
-    except InvalidTag:
+    except (InvalidTag, ValueError):
         raise IntegrityError("share ciphertext") from None
 
 
