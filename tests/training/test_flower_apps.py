@@ -25,8 +25,7 @@ from training.flower.local import ensure_keys, party_keys_path
 from training.flower.server_app import FlowerFederation, FlowerSpec
 
 SEED = 3
-# the schemes whose party-local constructors this branch has (extended as they land)
-SCHEMES = ["plain"]
+SCHEMES = ["plain", "masking", "ckks"]
 CONFIG = dict(
     clients=3,
     rounds=2,
@@ -282,4 +281,25 @@ def test_a_node_lost_after_its_protected_input_is_a_dropout_the_round_survives(t
     record = federation.run_round(1).record
     assert not record.aborted, record.error
     assert {"client/0", "client/1"} <= set(record.participants)
+    federation.close()
+
+
+def test_a_server_substituting_an_identity_key_in_round_parameters_is_refused(tmp_path):
+    """Threat: the server broadcasts masking round parameters naming its own key as
+    client/0's identity, to impersonate client/0 to its peers. Each client checks the
+    parameters against its own roster copy (the PKI assumption) and refuses the round."""
+    _, grid, federation = _federation(tmp_path, "masking")
+    original = federation.scheme.round_parameters
+    impostor = PartyKeys.generate("client/0", rng=DeterministicRng.from_int(666)).public
+
+    def substituting(*args, **kwargs):
+        params = original(*args, **kwargs)
+        keys = dict(params.identities, **{"client/0": impostor.signing})
+        return dataclasses.replace(params, identities=keys)
+
+    federation.scheme.round_parameters = substituting
+    record = federation.run_round(1).record
+    assert record.aborted and record.participants == []
+    assert len(grid.errors) == 3
+    assert all(e == "round parameters' identity keys failed verification" for e in grid.errors)
     federation.close()

@@ -50,7 +50,7 @@ def _charges(path):
 
 
 # every scheme once, 3 rounds each (ckks with a 3-holder committee: 3 more SuperNodes)
-SCHEMES = ["plain"]
+SCHEMES = ["masking", "ckks"]
 
 
 @pytest.fixture(scope="module", params=SCHEMES)
