@@ -113,10 +113,12 @@ class KeyHolder(Role):
         self._envelope_bytes = size
         longest = max((len(p.encode()) for p in roster.of_kind("client")), default=0)
         n, m = engine.params.committee, engine.params.max_clients
-        # generous per-field framing overhead (64 B), exact payload sizes otherwise
+        # The largest legitimate frame this holder receives (a ShareRequest at max_clients):
+        # a node decodes with max_size=max_message_bytes so nothing bigger is even parsed.
+        # Generous per-field framing overhead (64 B), exact payload sizes otherwise.
         self.max_params_bytes = 1024 + n * (64 + 64) + m * (longest + 64)
         per_receipt = longest + 4 * 64 + n * (32 + 64) + size
-        self.max_request_bytes = self.max_params_bytes + 1024 + m * per_receipt
+        self.max_message_bytes = self.max_params_bytes + 1024 + m * per_receipt
         if spent_state is not None:
             self._restore(spent_state)
 

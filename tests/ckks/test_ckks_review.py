@@ -32,6 +32,7 @@ from secagg.errors import (
 )
 from secagg.rand import DeterministicRng
 from secagg.wire import decode, encode
+from training.transport import InProcessTransport
 
 DIM = 300
 
@@ -438,7 +439,7 @@ def test_holder_size_limits_fit_honest_requests_and_refuse_padded_envelopes(fede
     _, _, _, requests = _collect(federation, 12, seed=37, round_index=703)
     holder = federation.holders["holder/0"]
     real = requests["holder/0"]
-    assert len(encode(real)) <= holder.max_request_bytes < 2 * len(encode(real))
+    assert len(encode(real)) <= holder.max_message_bytes < 2 * len(encode(real))
     assert len(real.round_params) <= holder.max_params_bytes
     padded = dataclasses.replace(real, envelopes=(real.envelopes[0] + b"\x00", *real.envelopes[1:]))
     with pytest.raises(DecodeError, match="envelopes"):
@@ -449,6 +450,27 @@ def test_holder_size_limits_fit_honest_requests_and_refuse_padded_envelopes(fede
     with pytest.raises(DecodeError):
         holder.handle(_wire(huge))
     assert isinstance(holder.handle(real)[0], ShareSum)  # neither spent the round
+
+
+def test_server_inflating_a_request_refused_before_the_holder_parses_it(federation):
+    """The transport decodes a holder's frames with the holder's own size limit."""
+    from test_ckks_adversarial import _server_rewriting
+
+    def inflate(server, req):  # every receipt twice: twice the legitimate size
+        return dataclasses.replace(
+            req,
+            accepted=req.accepted * 2,
+            ct_digests=req.ct_digests * 2,
+            ephemerals=req.ephemerals * 2,
+            envelope_digests=req.envelope_digests * 2,
+            signatures=req.signatures * 2,
+            envelopes=req.envelopes * 2,
+        )
+
+    session = open_round(federation, 12, DIM, 38, server_cls=_server_rewriting(inflate))
+    inputs = inputs_for(session.clients, DIM, 38)
+    with pytest.raises(DecodeError, match="frame must be at most"):
+        InProcessTransport().run(session, inputs=inputs)
 
 
 # -- 8. the CRS ceremony ---------------------------------------------------------------------
