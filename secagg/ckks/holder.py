@@ -5,7 +5,8 @@ opens the share envelopes the accepted clients addressed to it, checks every
 client's signature against the out-of-band roster, and returns the sum of the
 shares: a Shamir share of K_S = Σ_{i∈S} kᵢ, which is a fresh secret of that
 round only. It refuses a set below the floor of the signed parameters, a round
-it already answered (t > n/2: only one set per round can ever be opened), and
+it already answered (with 2t ≥ n + c + 1 for the declared corrupt_holders c, a
+server cannot collect t answers for two sets of one round), and
 any request whose parameters, CRS or receipts do not verify.
 
 Security: the holder's long-lived secrets are its identity keys

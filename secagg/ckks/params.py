@@ -181,7 +181,7 @@ class CkksParameters:
             raise ParameterError(f"committee must be in [1, {MAX_COMMITTEE}]; got {self.committee}")
         if not (2 * self.threshold > self.committee and self.threshold <= self.committee):
             raise ParameterError(
-                "threshold must satisfy n/2 < t ≤ n (only one set per round can be opened); "
+                "threshold must satisfy n/2 < t ≤ n (against an honest-but-curious server); "
                 f"got t={self.threshold}, n={self.committee}"
             )
         if not 0 <= self.corrupt_holders <= 2 * self.threshold - self.committee - 1:
