@@ -191,7 +191,7 @@ def attack_round(
     server = server_cls(params, corrupt={c: keys[c] for c in corrupt}, **server_kwargs)
     clients = {
         c: scheme.client_role(
-            c, RoundParams.from_bytes(params.to_bytes()), keys[c], rng=rng.fork(c)
+            c, RoundParams.from_bytes(params.to_bytes()), keys[c], rng=rng.fork(c), roster=roster
         )
         for c in cohort
     }
