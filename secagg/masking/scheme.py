@@ -148,6 +148,8 @@ class PairwiseMasking(Scheme):
         roster = roster if roster is not None else self.roster
         if dim < 1:
             raise ParameterError(f"dim must be ≥ 1; got {dim}")
+        if not 0 <= round_index < 2**63:
+            raise ParameterError(f"round_index must be in [0, 2^63); got {round_index}")
         if len(set(members)) != len(members) or SERVER in members or not members:
             raise ParameterError("cohort must be a non-empty list of distinct client ids")
         if len(members) > self.max_clients:

@@ -85,6 +85,11 @@ FORGERIES = {
         lambda m, k: R(m, degree=2),
         {"graph": "sparse", "degree": 4},
     ),
+    # threat: a sparse round with min_honest > t (its graph parts' sums are below h)
+    "sparse_with_min_honest": (
+        lambda m, k: R(m, min_honest=5),
+        {"graph": "sparse", "degree": 2},
+    ),
     # threat: another encoding (a ring that wraps, a wider clip)
     "other_encoding": (lambda m, k: R(m, value_bound=8.0), {}),
     # threat: a Sybil — the server substitutes a cohort member's identity with its own key
