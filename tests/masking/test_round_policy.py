@@ -274,3 +274,44 @@ class _Lazy:
 
     def __getattr__(self, name):
         return getattr(self._box["params"], name)
+
+
+def test_adverts_replayed_from_another_round_are_refused():
+    # threat: the server relays a peer's signed advert from an earlier round (whose mask
+    # key it may have reconstructed there) into this round's key roster
+    keys, roster, cohort = _federation(3)
+    scheme = PairwiseMasking(max_clients=3)
+
+    def round_params(index, seed):
+        params = scheme.round_parameters(
+            index, cohort, 3, rng=DeterministicRng.from_int(seed), roster=roster
+        )
+        return RoundParams.from_bytes(params.to_bytes())
+
+    old, new = round_params(1, 1), round_params(2, 2)
+    vector = DeterministicRng.from_int(5).uniform(3)
+
+    def advert(params, party, seed):
+        role = PairwiseMasking(max_clients=3).client_role(
+            party, params, keys[party], rng=DeterministicRng.from_int(seed), roster=roster
+        )
+        [msg] = role.protect(vector)
+        return role, msg
+
+    victim, _ = advert(new, VICTIM, 10)
+    stale = advert(old, client_id(1), 11)[1]  # valid signature, old session and digest
+    fresh = advert(new, client_id(2), 12)[1]
+    ads = (stale, fresh)
+    key_roster = KeyRoster(
+        **new.header("server", VICTIM),
+        advertisers=(),
+        advert_digests=(),
+        parties=(client_id(1), client_id(2)),
+        encryption_keys=tuple(a.encryption_key for a in ads),
+        mask_keys=tuple(a.mask_key for a in ads),
+        seed_commitments=tuple(a.seed_commitment for a in ads),
+        signatures=tuple(a.signature for a in ads),
+    )
+    with pytest.raises(IntegrityError):
+        victim.handle(decode(encode(key_roster)))
+    assert victim.phase is ClientPhase.ADVERTISED
