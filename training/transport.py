@@ -151,8 +151,11 @@ class InProcessTransport:
         report.bytes_received[msg.recipient] += len(frame)
         report.windows[-1].bytes_sent[role_kind(msg.sender)] += len(frame)
         report.messages += 1
-        received = decode(frame, max_size=self.max_message_bytes)
         role = session.role(msg.recipient)
+        # a role may declare a tighter frame limit (e.g. a CKKS key holder's request size)
+        limit = getattr(role, "max_message_bytes", self.max_message_bytes)
+        limit = min(self.max_message_bytes, limit)
+        received = decode(frame, max_size=limit)
         queue.extend(self._timed(report, msg.recipient, lambda: role.handle(received)))
 
     @staticmethod

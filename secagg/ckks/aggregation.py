@@ -1,6 +1,6 @@
 """Round roles: clients encrypt under fresh keys and share them; the server sums and opens.
 
-Client i, once per round: a fresh ternary kᵢ; c0ᵢⱼ = −aⱼ·kᵢ − eᵢⱼ + Encode_Δ(mᵢⱼ)
+Client i, once per round: a fresh kᵢ uniform mod Q; c0ᵢⱼ = −aⱼ·kᵢ − eᵢⱼ + Encode_Δ(mᵢⱼ)
 for the committee's public aⱼ; t-of-n Shamir shares of kᵢ (per prime), each in
 an AEAD envelope to one holder; an Ed25519 signature over (session, round,
 round parameters, ciphertext digest, envelope digests). One message, then it
@@ -88,10 +88,7 @@ def check_round_params(engine: CkksEngine, roster: Roster, params: CkksRoundPara
     clients = set(roster.of_kind("client"))
     if len(set(cohort)) != len(cohort) or not set(cohort) <= clients:
         raise InconsistentViewError("cohort must be distinct clients of the roster")
-    if len(cohort) > engine.params.max_clients:
-        raise InconsistentViewError(
-            f"cohort must have ≤ max_clients = {engine.params.max_clients}; got {len(cohort)}"
-        )
+    engine.params.check_cohort(len(cohort))  # the server chose it: the signed floor bounds it
 
 
 class ClientPhase(enum.Enum):
@@ -359,22 +356,33 @@ class CkksAggregator(AggregationServer):
         return out
 
     def _collect(self, msg: ShareSum | ShareComplaint) -> None:
-        """Validate a holder's answer on arrival; a bad one is recorded and ignored."""
+        """Validate a holder's answer on arrival; only a signed fault is recorded.
+
+        Anyone can send a frame in a holder's name: senders outside the committee
+        and unsigned/forged or replayed answers are ignored, never blamed on the holder.
+        """
         holder = msg.sender
-        if holder not in self._committee or holder in self._answers:
-            self.faulty_holders[holder] = "not a committee member, or answered twice"
+        if holder not in self._committee:
             return
         try:
-            check_round(msg, self._params.session, self._params.round)
             transcript.verify_message(msg, self._roster[holder].signing)
-            if msg.request_digest != self._request_digest:
-                raise InconsistentViewError("answer must be for this round's request")
-            if isinstance(msg, ShareComplaint):
-                for client in msg.accused:
-                    if client in self._accepted:
-                        self.accused.setdefault(client, set()).add(holder)
-                return
-            eng = self._engine
+        except SecAggError:
+            return
+        if (
+            msg.session != self._params.session
+            or msg.round != self._params.round
+            or msg.request_digest != self._request_digest
+        ):
+            return  # a signed answer to another request: a replay, not this holder's fault
+        if holder in self._answers:
+            return
+        if isinstance(msg, ShareComplaint):
+            for client in msg.accused:
+                if client in self._accepted:
+                    self.accused.setdefault(client, set()).add(holder)
+            return
+        eng = self._engine
+        try:
             self._answers[holder] = rns.unpack_into(msg.residues, eng.data_primes, eng.degree)
         except SecAggError as exc:
             self.faulty_holders[holder] = f"{type(exc).__name__}: {exc}"
@@ -440,8 +448,10 @@ def open_key(
 
     With exactly t rows nothing can be checked. With more, the polynomial agreeing
     with the most rows is used if at least t+1 agree; holders off it are recorded
-    in ``faulty``. Otherwise the shares are inconsistent (a client dealt shares not
-    on one polynomial, or several holders lied) and nothing is opened.
+    in ``faulty`` as "dealer or holder" (a client that dealt one holder a bad share
+    makes an honest holder look faulty). Otherwise the shares are inconsistent (a
+    client dealt shares not on one polynomial, or several holders lied) and nothing
+    is opened.
 
     Raises:
         InconsistentViewError: no polynomial of degree < t agrees with t+1 answers.
@@ -471,7 +481,8 @@ def open_key(
     if faulty is not None and holders is not None:
         for i in range(m):
             if i not in agree:
-                faulty[holders[i]] = "share sum off the polynomial of the others"
+                # the holder lied, or a client dealt it a bad share: the server cannot tell
+                faulty[holders[i]] = "dealer or holder: share sum off the others' polynomial"
     return rns.interpolate(rows[list(subset)], [points[i] for i in subset], primes)
 
 

@@ -5,7 +5,8 @@ opens the share envelopes the accepted clients addressed to it, checks every
 client's signature against the out-of-band roster, and returns the sum of the
 shares: a Shamir share of K_S = Σ_{i∈S} kᵢ, which is a fresh secret of that
 round only. It refuses a set below the floor of the signed parameters, a round
-it already answered (t > n/2: only one set per round can ever be opened), and
+it already answered (with 2t ≥ n + c + 1 for the declared corrupt_holders c, a
+server cannot collect t answers for two sets of one round), and
 any request whose parameters, CRS or receipts do not verify.
 
 Security: the holder's long-lived secrets are its identity keys
@@ -16,6 +17,8 @@ the X25519 key opens the envelopes. The shares it opens are secret until summed.
 from __future__ import annotations
 
 import enum
+import hashlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,8 +60,20 @@ class HolderPhase(enum.Enum):
     READY = enum.auto()
 
 
+STATE_MAGIC = b"secagg/ckks/holder-spent/v1\x00"
+Persist = Callable[[bytes], None]
+
+
 class KeyHolder(Role):
-    """One member of the committee (persists across the federation's rounds)."""
+    """One member of the committee (persists across the federation's rounds).
+
+    Args:
+        spent_state: what :meth:`spent_state` returned before a restart; the holder
+            resumes READY for that federation and refuses every round it answered.
+        persist: called with the new spent state BEFORE a share sum is released (write
+            it durably, e.g. fsync'd file); if it raises, nothing is released. Without
+            it the once-per-round rule lives only in memory (simulation).
+    """
 
     TRANSITIONS: dict[enum.Enum, tuple[type[Message], ...]] = {
         HolderPhase.IDLE: (CeremonyOpen,),
@@ -67,7 +82,16 @@ class KeyHolder(Role):
         HolderPhase.READY: (ShareRequest,),
     }
 
-    def __init__(self, engine: CkksEngine, roster: Roster, keys: PartyKeys, *, rng: Csprng) -> None:
+    def __init__(
+        self,
+        engine: CkksEngine,
+        roster: Roster,
+        keys: PartyKeys,
+        *,
+        rng: Csprng,
+        spent_state: bytes | None = None,
+        persist: Persist | None = None,
+    ) -> None:
         super().__init__(keys.party, HolderPhase.IDLE)
         self._committee = roster.of_kind("holder")
         if keys.party not in self._committee or roster[keys.party] != keys.public:
@@ -85,6 +109,19 @@ class KeyHolder(Role):
         self._commits: dict[PartyId, bytes] = {}
         self.crs_seed = b""
         self._answered: set[int] = set()
+        self._persist = persist
+        size = rns.packed_size(engine.data_primes, engine.degree) + channels.AEAD_TAG_BYTES
+        self._envelope_bytes = size
+        longest = max((len(p.encode()) for p in roster.of_kind("client")), default=0)
+        n, m = engine.params.committee, engine.params.max_clients
+        # The largest legitimate frame this holder receives (a ShareRequest at max_clients):
+        # a node decodes with max_size=max_message_bytes so nothing bigger is even parsed.
+        # Generous per-field framing overhead (64 B), exact payload sizes otherwise.
+        self.max_params_bytes = 1024 + n * (64 + 64) + m * (longest + 64)
+        per_receipt = longest + 4 * 64 + n * (32 + 64) + size
+        self.max_message_bytes = self.max_params_bytes + 1024 + m * per_receipt
+        if spent_state is not None:
+            self._restore(spent_state)
 
     @property
     def point(self) -> int:
@@ -165,6 +202,51 @@ class KeyHolder(Role):
             return self._signed(CrsEndorsement, seed=self.crs_seed, endorsement=signature)
         raise UnexpectedPhaseError(f"{self.party} in {self.phase.name} got the wrong relay")
 
+    # -- spent-round state -------------------------------------------------------------
+
+    def spent_state(self) -> bytes:
+        """This holder's federation, CRS seed and answered rounds, to persist (public data).
+
+        Restoring it (``spent_state=`` at construction) makes a restarted holder refuse
+        every round it already answered: it can never release two share sums per round.
+        """
+        if self.phase is not HolderPhase.READY:
+            raise UnexpectedPhaseError(f"{self.party} must finish the setup first")
+        rounds = b"".join(r.to_bytes(8, "little") for r in sorted(self._answered))
+        body = channels.frame(
+            self._engine.params_digest,
+            self._roster.digest,
+            self.party.encode(),
+            self._federation,
+            self.crs_seed,
+            rounds,
+        )
+        return STATE_MAGIC + body + hashlib.sha256(STATE_MAGIC + body).digest()
+
+    def _restore(self, state: bytes) -> None:
+        body, check = state[len(STATE_MAGIC) : -32], state[-32:]
+        if (
+            len(state) < len(STATE_MAGIC) + 32
+            or not state.startswith(STATE_MAGIC)
+            or hashlib.sha256(STATE_MAGIC + body).digest() != check
+        ):
+            raise DecodeError("spent_state must be a KeyHolder.spent_state() blob")
+        parts = _unframe(body, 6)
+        params_digest, roster_digest, party, federation, seed, rounds = parts
+        if (
+            params_digest != self._engine.params_digest
+            or roster_digest != self._roster.digest
+            or party != self.party.encode()
+        ):
+            raise InconsistentViewError("spent_state must be this holder's, for this federation")
+        if len(seed) != 32 or len(rounds) % 8:
+            raise DecodeError("spent_state must be a KeyHolder.spent_state() blob")
+        self._federation, self.crs_seed = federation, seed
+        self._answered = {
+            int.from_bytes(rounds[i : i + 8], "little") for i in range(0, len(rounds), 8)
+        }
+        self.phase = HolderPhase.READY
+
     # -- rounds --------------------------------------------------------------------
 
     def _answer(self, req: ShareRequest) -> Message:
@@ -181,6 +263,9 @@ class KeyHolder(Role):
         n = len(self._committee)
         if len(req.envelope_digests) != n * len(accepted):
             raise DecodeError(f"receipts must list {n} envelope digests each")
+        size = self._envelope_bytes
+        if any(len(e) != size for e in req.envelopes):
+            raise DecodeError(f"share envelopes must be {size} bytes each")
         digest = transcript.request_digest(
             req.round_params, req.accepted, req.ct_digests, req.envelope_digests
         )
@@ -188,6 +273,12 @@ class KeyHolder(Role):
         if accused:  # nothing released: the server learns which clients to exclude
             return self._reply(ShareComplaint, req, request_digest=digest, accused=accused)
         self._answered.add(req.round)
+        if self._persist is not None:
+            try:
+                self._persist(self.spent_state())  # durable BEFORE anything is released
+            except BaseException:
+                self._answered.discard(req.round)
+                raise
         eng = self._engine
         return self._reply(
             ShareSum, req, request_digest=digest, residues=rns.pack(total, eng.data_primes)
@@ -208,7 +299,7 @@ class KeyHolder(Role):
         if self.phase is not HolderPhase.READY or not self.crs_seed:
             raise UnexpectedPhaseError(f"{self.party} must finish the setup first")
         try:
-            params = decode(req.round_params, max_size=1 << 24)
+            params = decode(req.round_params, max_size=self.max_params_bytes)
         except DecodeError:
             raise DecodeError("round_params must be an encoded CkksRoundParams") from None
         if not isinstance(params, CkksRoundParams):
@@ -230,10 +321,7 @@ class KeyHolder(Role):
         cohort = params.cohort
         if len(set(cohort)) != len(cohort) or not set(cohort) <= clients:
             raise InconsistentViewError("cohort must be distinct clients of the roster")
-        if len(cohort) > self._engine.params.max_clients:
-            raise InconsistentViewError(
-                f"cohort must have ≤ {self._engine.params.max_clients} clients; got {len(cohort)}"
-            )
+        self._engine.params.check_cohort(len(cohort))
         accepted = req.accepted
         if len(set(accepted)) != len(accepted) or not set(accepted) <= set(cohort):
             raise InconsistentViewError("accepted clients must be distinct members of the cohort")
@@ -295,6 +383,21 @@ class KeyHolder(Role):
 
     def __repr__(self) -> str:
         return f"KeyHolder(party={self.party!r}, phase={self.phase.name})"
+
+
+def _unframe(data: bytes, count: int) -> list[bytes]:
+    """Inverse of :func:`secagg.channels.frame` for exactly ``count`` parts."""
+    parts, offset = [], 0
+    for _ in range(count):
+        size = int.from_bytes(data[offset : offset + 8], "little")
+        offset += 8
+        if offset + size > len(data):
+            raise DecodeError("spent_state must be a KeyHolder.spent_state() blob")
+        parts.append(data[offset : offset + size])
+        offset += size
+    if offset != len(data):
+        raise DecodeError("spent_state must be a KeyHolder.spent_state() blob")
+    return parts
 
 
 def envelope_key(

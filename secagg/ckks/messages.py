@@ -23,6 +23,7 @@ from secagg.wire import Message, register
 
 DIGEST_BYTES = 32
 BROADCAST = "*"
+MAX_ROUND = 1 << 63
 
 
 def _check_len(name: str, value: bytes, size: int) -> None:
@@ -33,6 +34,12 @@ def _check_len(name: str, value: bytes, size: int) -> None:
 def _check_all(name: str, values: tuple[bytes, ...], size: int) -> None:
     for value in values:
         _check_len(name, value, size)
+
+
+def _check_round(value: int) -> None:
+    """Round indices travel as unsigned 64-bit words in every signed payload."""
+    if not 0 <= value < MAX_ROUND:
+        raise DecodeError(f"round must be in [0, 2^63); got {value}")
 
 
 def _check_signature(value: bytes) -> None:
@@ -122,6 +129,7 @@ class CkksRoundParams(Message):
     dim: int
 
     def __post_init__(self) -> None:
+        _check_round(self.round)
         _check_len("params_digest", self.params_digest, DIGEST_BYTES)
         _check_len("roster_digest", self.roster_digest, DIGEST_BYTES)
         _check_len("crs_seed", self.crs_seed, DIGEST_BYTES)
@@ -146,6 +154,7 @@ class CkksSubmission(Message):
     signature: bytes
 
     def __post_init__(self) -> None:
+        _check_round(self.round)
         if self.count < 1:
             raise DecodeError(f"count must be ≥ 1; got {self.count}")
         _check_len("ephemeral", self.ephemeral, KEY_BYTES)
@@ -170,6 +179,7 @@ class ShareRequest(Message):
     envelopes: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
+        _check_round(self.round)
         m = len(self.accepted)
         if not (
             len(self.ct_digests) == len(self.ephemerals) == len(self.signatures) == m
@@ -193,6 +203,7 @@ class ShareSum(Message):
     signature: bytes
 
     def __post_init__(self) -> None:
+        _check_round(self.round)
         _check_len("request_digest", self.request_digest, DIGEST_BYTES)
         _check_signature(self.signature)
 
@@ -207,5 +218,6 @@ class ShareComplaint(Message):
     signature: bytes
 
     def __post_init__(self) -> None:
+        _check_round(self.round)
         _check_len("request_digest", self.request_digest, DIGEST_BYTES)
         _check_signature(self.signature)

@@ -23,6 +23,17 @@ packing puts two reals of magnitude ≤ B in one slot) and must stay inside
 Which set may be opened: the *floor* ``max(min_clients, ⌈min_fraction·|cohort|⌉)``
 is part of these parameters, so it is covered by the committee's signatures and
 by every client's receipt; holders refuse a smaller set whatever the server says.
+``min_clients`` is absolute (≥ 2, default 3): the server chooses the cohort, so a
+fraction alone would let it pick a tiny cohort. A server colluding with f − 1
+clients isolates one victim in a set of f, so ``min_clients`` must exceed the
+number of colluding clients tolerated by at least one.
+
+Which holders may collude with a malicious server: ``corrupt_holders`` = c. A
+holder answers once per round, but when n − t holders may be offline an honest
+holder cannot tell the server showed other holders another set. Two sets S₁, S₂
+of one round are both opened iff 2t − c ≤ n, and then K_{S₁} − K_{S₂} is the key
+sum of S₁ − S₂ (one victim's key). So t ≥ ⌈(n + c + 1)/2⌉ is required; 3-of-5
+tolerates c = 0 (an honest-but-curious server), 7-of-9 tolerates c = 4.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import dataclasses
 import math
 from statistics import NormalDist
 
-from secagg.errors import ParameterError
+from secagg.errors import InconsistentViewError, ParameterError
 
 # SEAL's 128-bit classical security limits on the total coefficient-modulus bits
 # (HomomorphicEncryption.org standard, as enforced by SEAL's CoeffModulus::MaxBitCount).
@@ -134,11 +145,14 @@ class CkksParameters:
         preset: ring degree and primes.
         primes: the actual primes SEAL uses (data primes, then its special prime if any).
         committee, threshold: n key holders, any t of whom open a round (t > n/2).
+        corrupt_holders: c, holders that may collude with a malicious server;
+            requires 2t ≥ n + c + 1 (only one set per round can then be opened).
         max_clients: K, the largest number of summed contributions.
         value_bound: B, every client coordinate satisfies |x| ≤ B.
         precision: p, the largest acceptable error per coordinate.
         scale_bits: log2 Δ.
-        min_fraction, min_clients: the floor on the size of an opened set.
+        min_fraction, min_clients: the floor on the size of an opened set and on the
+            cohort (min_clients ≥ 2: a "sum" of one client is that client's update).
     """
 
     preset: Preset
@@ -150,7 +164,8 @@ class CkksParameters:
     precision: float
     scale_bits: int
     min_fraction: float = 0.5
-    min_clients: int = 1
+    min_clients: int = 3
+    corrupt_holders: int = 0
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
@@ -166,20 +181,26 @@ class CkksParameters:
             raise ParameterError(f"committee must be in [1, {MAX_COMMITTEE}]; got {self.committee}")
         if not (2 * self.threshold > self.committee and self.threshold <= self.committee):
             raise ParameterError(
-                "threshold must satisfy n/2 < t ≤ n (only one set per round can be opened); "
+                "threshold must satisfy n/2 < t ≤ n (against an honest-but-curious server); "
                 f"got t={self.threshold}, n={self.committee}"
             )
-        if not 1 <= self.max_clients < 1 << 15:
-            raise ParameterError(f"max_clients must be in [1, 2^15); got {self.max_clients}")
+        if not 0 <= self.corrupt_holders <= 2 * self.threshold - self.committee - 1:
+            raise ParameterError(
+                "corrupt_holders must be in [0, 2t − n − 1] (else a server with c holders "
+                f"opens two sets per round); got c={self.corrupt_holders}, "
+                f"t={self.threshold}, n={self.committee}"
+            )
+        if not 2 <= self.max_clients < 1 << 15:
+            raise ParameterError(f"max_clients must be in [2, 2^15); got {self.max_clients}")
         if not (self.value_bound > 0 and math.isfinite(self.value_bound)):
             raise ParameterError(f"value_bound must be finite and > 0; got {self.value_bound}")
         if not (self.precision > 0 and math.isfinite(self.precision)):
             raise ParameterError(f"precision must be finite and > 0; got {self.precision}")
         if not 0 < self.min_fraction <= 1:
             raise ParameterError(f"min_fraction must be in (0, 1]; got {self.min_fraction}")
-        if not 1 <= self.min_clients <= self.max_clients:
+        if not 2 <= self.min_clients <= self.max_clients:
             raise ParameterError(
-                f"min_clients must be in [1, max_clients = {self.max_clients}]; "
+                f"min_clients must be in [2, max_clients = {self.max_clients}]; "
                 f"got {self.min_clients}"
             )
         if self.noise_bound > self.precision:
@@ -206,6 +227,14 @@ class CkksParameters:
     @property
     def scale(self) -> float:
         return float(2.0**self.scale_bits)
+
+    def check_cohort(self, cohort_size: int) -> None:
+        """Refuse a cohort smaller than the absolute floor (the server chooses the cohort)."""
+        if not self.min_clients <= cohort_size <= self.max_clients:
+            raise InconsistentViewError(
+                f"cohort must have between min_clients = {self.min_clients} and "
+                f"max_clients = {self.max_clients} clients; got {cohort_size}"
+            )
 
     def floor(self, cohort_size: int) -> int:
         """The fewest contributors a round over ``cohort_size`` clients may open."""
@@ -256,6 +285,7 @@ class CkksParameters:
             "scale_bits": self.scale_bits,
             "committee": self.committee,
             "threshold": self.threshold,
+            "corrupt_holders": self.corrupt_holders,
             "max_clients": self.max_clients,
             "value_bound": self.value_bound,
             "precision": self.precision,

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from secagg.ckks.aggregation import CkksAggregator, CkksClient, broadcast_params
 from secagg.ckks.ceremony import CeremonyServer, CrsCertificate
 from secagg.ckks.context import CkksEngine
-from secagg.ckks.holder import KeyHolder
+from secagg.ckks.holder import KeyHolder, Persist
 from secagg.ckks.messages import CkksRoundParams
 from secagg.ckks.params import PRESETS, SUM_N4096, CkksParameters, Preset, smallest_scale_bits
 from secagg.ckks.seal_bridge import rns_primes
@@ -37,20 +37,31 @@ DEFAULT_MIN_FRACTION = 0.5
 DEFAULT_MIN_CLIENTS = 3
 
 
-def default_threshold(committee: int) -> int:
-    """⌊n/2⌋ + 1: the smallest strict majority of the committee (3-of-5)."""
-    return committee // 2 + 1
+MAX_ROUND = (1 << 63) - 1
+
+
+def default_threshold(committee: int, corrupt_holders: int = 0) -> int:
+    """⌈(n + c + 1)/2⌉: the smallest t with which c corrupt holders cannot open two sets.
+
+    3-of-5 for c = 0 (the smallest strict majority); 7-of-9 for c = 4.
+    """
+    return (committee + corrupt_holders + 2) // 2
 
 
 class ThresholdCKKS(Scheme):
     """Threshold CKKS secure aggregation over a committee of n key holders (t-of-n, t > n/2).
 
     Args:
-        committee, threshold: n holders, t of whom open a round (default ⌊n/2⌋+1).
+        committee, threshold: n holders, t of whom open a round
+            (default ⌈(n + corrupt_holders + 1)/2⌉).
+        corrupt_holders: c, key holders that may collude with a malicious server
+            (default 0: the default 3-of-5 committee assumes an honest-but-curious
+            server or no holder on its side). Needs 2t ≥ n + c + 1.
         max_clients, value_bound, precision: the error/overflow budget (see params).
         preset, scale_bits: ring and primes; Δ defaults to the smallest meeting precision.
         min_fraction, min_clients: the floor on an opened set, max(min_clients,
-            ⌈min_fraction·|cohort|⌉); defaults ½ and min(3, max_clients).
+            ⌈min_fraction·|cohort|⌉); defaults ½ and min(3, max_clients). min_clients
+            (≥ 2) also bounds the cohort: every party refuses a smaller one.
         min_honest: client-level DP's h — the floor is raised to at least h, so the
             protocol itself refuses to open a sum of fewer than h contributors.
         roster: the out-of-band public roster (holders and clients). ``None``: the
@@ -73,6 +84,7 @@ class ThresholdCKKS(Scheme):
         min_fraction: float = DEFAULT_MIN_FRACTION,
         min_clients: int | None = None,
         min_honest: int | None = None,
+        corrupt_holders: int = 0,
         roster: Roster | None = None,
     ) -> None:
         if isinstance(preset, str):
@@ -91,7 +103,10 @@ class ThresholdCKKS(Scheme):
             preset=preset,
             primes=rns_primes(preset),
             committee=committee,
-            threshold=default_threshold(committee) if threshold is None else threshold,
+            threshold=(
+                default_threshold(committee, corrupt_holders) if threshold is None else threshold
+            ),
+            corrupt_holders=corrupt_holders,
             max_clients=max_clients,
             value_bound=value_bound,
             precision=precision,
@@ -141,14 +156,34 @@ class ThresholdCKKS(Scheme):
         self.certificate = None
         return self._ceremony
 
-    def holder_role(self, keys: PartyKeys, *, rng: Csprng) -> KeyHolder:
-        """A key holder from its own keys and the public parameters (lives for the federation)."""
-        return KeyHolder(self.engine, self._require_roster(), keys, rng=rng)
+    def holder_role(
+        self,
+        keys: PartyKeys,
+        *,
+        rng: Csprng,
+        spent_state: bytes | None = None,
+        persist: Persist | None = None,
+    ) -> KeyHolder:
+        """A key holder from its own keys and the public parameters (lives for the federation).
+
+        A deployed holder passes ``persist`` (a durable write of its spent-round state,
+        called before every share release) and, after a restart, ``spent_state``.
+        """
+        return KeyHolder(
+            self.engine,
+            self._require_roster(),
+            keys,
+            rng=rng,
+            spent_state=spent_state,
+            persist=persist,
+        )
 
     def round_parameters(
         self, round_index: int, cohort: Sequence[PartyId], dim: int, *, rng: Csprng
     ) -> CkksRoundParams:
         """The server's broadcast for one round (needs the CRS certificate of the setup)."""
+        if not isinstance(round_index, int) or not 0 <= round_index <= MAX_ROUND:
+            raise ParameterError(f"round_index must be in [0, 2^63); got {round_index!r}")
         roster = self._require_roster()
         cert = self._certificate()
         self.engine.check_dim(dim)
@@ -156,9 +191,10 @@ class ThresholdCKKS(Scheme):
         clients = set(roster.of_kind("client"))
         if len(set(cohort)) != len(cohort) or not set(cohort) <= clients:
             raise ParameterError("cohort must be distinct client ids of the roster")
-        if len(cohort) > self.params.max_clients:
+        if not self.params.min_clients <= len(cohort) <= self.params.max_clients:
             raise ParameterError(
-                f"cohort must have ≤ max_clients = {self.params.max_clients}; got {len(cohort)}"
+                f"cohort must have between min_clients = {self.params.min_clients} and "
+                f"max_clients = {self.params.max_clients} clients; got {len(cohort)}"
             )
         return broadcast_params(
             session=rng.random_bytes(16),

@@ -10,8 +10,8 @@ scale, and sampled coefficients through ``obj[i]``) and refuses with
 
 What SEAL samples, and from where:
 
-* a client's per-round secret kᵢ: uniform ternary coefficients from the caller's
-  ``rng``, mapped to the NTT domain by SEAL's Evaluator;
+* a client's per-round secret kᵢ: uniform mod each data prime, drawn in the NTT
+  domain from the caller's ``rng``;
 * a client's RLWE error eᵢⱼ: SEAL's ``encrypt_symmetric`` draws it (and a c1 that
   is then replaced by the public CRS polynomial) from its own Blake2xb PRNG,
   freshly seeded per encryption from the operating system (``std::random_device``).
@@ -142,8 +142,6 @@ class SealContext:
         self.evaluator = seal.Evaluator(self.context)
         self.data_parms = list(self.context.first_parms_id())
         self.key_parms = list(self.context.key_parms_id())
-        self._template = _work_ciphertext(self, 1.0)  # public content; coefficient form
-        self.evaluator.transform_from_ntt_inplace(self._template)
 
     def _make_context(self, rng: Csprng | None) -> seal.SEALContext:
         parms = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
@@ -164,24 +162,19 @@ class SealContext:
     # -- keys -------------------------------------------------------------------------
 
     def fresh_secret(self, *, rng: Csprng) -> tuple[seal.SecretKey, np.ndarray]:
-        """A fresh uniform ternary secret: the SEAL key and its data-level NTT rows ``(k, N)``.
+        """A fresh secret uniform mod Q: the SEAL key and its data-level NTT rows ``(k, N)``.
 
-        The coefficients come from ``rng``; SEAL's own NTT maps them to the NTT domain
-        (a coefficient-form work ciphertext (k, 1) turned into NTT form by the Evaluator).
+        Uniform, not ternary: K_S = Σ kᵢ is then uniform given any other keys, so an
+        opened K_S says nothing about one honest client's key (a ternary sum of few
+        keys pins the coefficients where |K_S| = h). RLWE with a uniform secret is the
+        standard form (at least as hard as with a small one); no operation here
+        multiplies by the key twice, so its size does not touch the noise. Rows
+        are sampled directly in the NTT domain (a bijection per prime) and
+        independently per prime (CRT: uniform mod each qⱼ ⇔ uniform mod Q).
 
         Security: both outputs are secret; the caller keeps them for one round only.
         """
-        coeffs = rng.integers_below(3, self.degree).astype(np.int64) - 1  # {−1, 0, 1}
-        work = self._template  # a scratch buffer: only this call touches it
-        view = ciphertext_view(work)
-        for j, q in enumerate(self.primes[: self.k]):
-            view[0, j] = np.where(coeffs < 0, q - 1, coeffs).astype(np.uint64)
-            view[1, j] = 1  # any non-zero c1: SEAL refuses to transform a "transparent" one
-        self.evaluator.transform_to_ntt_inplace(work)
-        rows = ciphertext_view(work)[0].copy()
-        view = ciphertext_view(work)
-        view[0] = 0
-        self.evaluator.transform_from_ntt_inplace(work)  # back to coefficient form, no secret
+        rows = np.stack([rng.integers_below(q, self.degree) for q in self.primes[: self.k]])
         return self.secret_key(rows), rows
 
     def secret_key(self, rows: np.ndarray) -> seal.SecretKey:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,8 @@ from secagg.wire import Message, decode, encode, register
 ADVERT_PURPOSE = b"masking/advert"
 VIEW_PURPOSE = b"masking/view"
 SURVIVORS_PURPOSE = b"masking/survivors"
+SESSION_BYTES = 16
+MIN_COHORT = 2  # a "sum" of one client is that client's input
 
 
 def default_threshold(n: int) -> int:
@@ -51,9 +54,10 @@ def validate_threshold(n: int, threshold: int, degree: int) -> int:
     Raises:
         ParameterError: t ∉ (n/2, n], or the sparse degree is too small for t.
     """
-    if not n // 2 < threshold <= n:
+    # t ≥ 2 always: with t = 1 one client's shares alone rebuild its secrets
+    if not max(n // 2, 1) < threshold <= n:
         raise ParameterError(
-            f"threshold must be in ({n // 2}, {n}] for a cohort of {n}; got {threshold}"
+            f"threshold must be in ({max(n // 2, 1)}, {n}] for a cohort of {n}; got {threshold}"
         )
     local = local_threshold(n, threshold, degree)
     if degree < n - 1 and local > degree:
@@ -167,12 +171,26 @@ class RoundParams:
         """The wire frame the server broadcasts (graph-independent: bound later)."""
         return encode(self.to_message())
 
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of the complete broadcast parameters (cohort, t, k, h, encoding, dim,
+        identities, session, round). Every signature of the round covers it, so clients
+        shown different parameters cannot accept each other's adverts or views."""
+        return hashlib.sha256(frame(b"secagg/masking/v1/params", self.to_bytes())).digest()
+
     @classmethod
     def from_message(cls, msg: RoundParameters) -> RoundParams:
         """Validate received parameters exactly as the server's constructor does."""
         n = len(msg.cohort)
         if SERVER in msg.cohort:
             raise ParameterError("cohort must not contain the server")
+        if n < MIN_COHORT:
+            raise ParameterError(f"cohort size must be ≥ {MIN_COHORT}; got {n}")
+        if len(msg.session) != SESSION_BYTES or not 0 <= msg.round < 2**63:
+            raise ParameterError(
+                f"session must be {SESSION_BYTES} bytes and round in [0, 2^63); "
+                f"got {len(msg.session)} bytes, round {msg.round}"
+            )
         if n > msg.max_clients:
             raise ParameterError(f"cohort size must be ≤ max_clients = {msg.max_clients}; got {n}")
         if msg.dim < 1:
@@ -183,6 +201,12 @@ class RoundParams:
         if not msg.threshold <= msg.min_honest <= n:
             raise ParameterError(
                 f"min_honest must be in [{msg.threshold}, {n}]; got {msg.min_honest}"
+            )
+        if msg.degree < n - 1 and msg.min_honest > msg.threshold:
+            # a sparse round can reveal the sums of graph parts smaller than min_honest
+            raise ParameterError(
+                f"graph must be full when min_honest ({msg.min_honest}) exceeds the threshold "
+                f"({msg.threshold}); got degree {msg.degree} of {n - 1}"
             )
         encoding = FixedPointEncoding(msg.width, msg.value_bound, msg.max_clients, msg.max_units)
         return cls(
@@ -226,7 +250,9 @@ class RoundParams:
         it hashes, so it cannot grind the graph by choosing a session id."""
         ordered = sorted(adverts, key=lambda item: self.position(item[0]))
         parts = [p.encode() + d for p, d in ordered]
-        body = frame(b"secagg/masking/v1/graph-seed", self.session, self.context(), *parts)
+        body = frame(
+            b"secagg/masking/v1/graph-seed", self.session, self.digest, self.context(), *parts
+        )
         return hashlib.sha256(body).digest()
 
     @staticmethod
@@ -304,18 +330,24 @@ class RoundParams:
         return digests[key]
 
     def view_payload(self, signer: PartyId, masking_set: Iterable[PartyId]) -> bytes:
-        """What a client signs with its masked input: the graph seed and the global set U2
-        it masked with (its own masks are exactly U2 ∩ N(signer))."""
+        """What a client signs with its masked input: the parameters' digest, the graph seed
+        and the global set U2 it masked with (its own masks are exactly U2 ∩ N(signer))."""
         return frame(
-            self.session, self.context(signer), self.graph_seed, self.set_digest(b"U2", masking_set)
+            self.session,
+            self.digest,
+            self.context(signer),
+            self.graph_seed,
+            self.set_digest(b"U2", masking_set),
         )
 
     def survivor_payload(
         self, signer: PartyId, masking_set: Iterable[PartyId], survivors: Iterable[PartyId]
     ) -> bytes:
-        """What a client signs in the consistency check: the graph seed and the pair (U2, U3)."""
+        """What a client signs in the consistency check: the parameters' digest, the graph
+        seed and the pair (U2, U3)."""
         return frame(
             self.session,
+            self.digest,
             self.context(signer),
             self.graph_seed,
             self.set_digest(b"U2", masking_set),
@@ -323,4 +355,4 @@ class RoundParams:
         )
 
     def advert_payload(self, owner: PartyId, enc: bytes, mask: bytes, commitment: bytes) -> bytes:
-        return frame(self.session, self.context(owner), enc, mask, commitment)
+        return frame(self.session, self.digest, self.context(owner), enc, mask, commitment)

@@ -125,21 +125,3 @@ def test_interpolation_any_t_subset_and_off_point():
         np.testing.assert_array_equal(
             rns.interpolate(rows[idx], list(pts), [q], at=other)[0], shares[other - 1]
         )
-
-
-def test_fresh_secret_is_the_sampled_ternary_polynomial():
-    """kᵢ's NTT rows invert (SEAL's own inverse NTT) to coefficients in {−1, 0, 1}."""
-    from secagg.ckks.seal_bridge import _work_ciphertext, ciphertext_view
-
-    ctx = ThresholdCKKS(max_clients=10, preset=TEST_INSECURE_N512).engine.seal
-    _, rows = ctx.fresh_secret(rng=DeterministicRng.from_int(3))
-    work = _work_ciphertext(ctx, 1.0)  # NTT form
-    view = ciphertext_view(work)
-    view[0] = rows
-    view[1] = 1
-    ctx.evaluator.transform_from_ntt_inplace(work)
-    q = ctx.primes[0]
-    coeffs = ciphertext_view(work)[0, 0].astype(object)
-    centred = [int(c) - q if c > q // 2 else int(c) for c in coeffs]
-    assert set(centred) == {-1, 0, 1}
-    assert 0.25 < centred.count(0) / len(centred) < 0.42  # uniform ternary: about 1/3 each

@@ -17,7 +17,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secagg import channels
-from secagg.errors import IntegrityError, ProtocolAbort
+from secagg.errors import IntegrityError, SecAggError
 from secagg.identity import PartyKeys, simulated_identities
 from secagg.masking import (
     MaskingClient,
@@ -178,27 +178,41 @@ def attack_round(
     corrupt=(),
     dropouts=None,
     scheme_kwargs=None,
+    client_kwargs=None,
+    params_for=None,
     **server_kwargs,
 ):
     """Build a round party-locally (roster, round_parameters, client_role) and run it
     through the codec. Honest clients that refuse are recorded, not fatal: the rest of
-    the round goes on, as it would over a network."""
+    the round goes on, as it would over a network.
+
+    ``client_kwargs``: the clients' own configuration (their local policy; default the
+    server's ``scheme_kwargs``). ``params_for(party, message)``: the RoundParameters
+    message the server broadcasts to ``party`` (default the true one). A client that
+    refuses its parameters takes no part in the round.
+    """
     scheme = PairwiseMasking(max_clients=n, **(scheme_kwargs or {}))
     cohort = [client_id(i) for i in range(n)]
     rng = DeterministicRng.from_int(seed, "attack")
     keys, roster = simulated_identities(cohort, rng=rng.fork("ids"))
     params = scheme.round_parameters(3, cohort, DIM, rng=rng.fork("params"), roster=roster)
     server = server_cls(params, corrupt={c: keys[c] for c in corrupt}, **server_kwargs)
-    clients = {
-        c: scheme.client_role(
-            c, RoundParams.from_bytes(params.to_bytes()), keys[c], rng=rng.fork(c)
+    refusals: dict[str, list[Exception]] = collections.defaultdict(list)
+    clients = {}
+    for c in cohort:
+        local = PairwiseMasking(
+            max_clients=n, **(client_kwargs if client_kwargs is not None else scheme_kwargs or {})
         )
-        for c in cohort
-    }
+        message = params.to_message() if params_for is None else params_for(c, params.to_message())
+        try:
+            received = RoundParams.from_bytes(encode(message))
+            clients[c] = local.client_role(c, received, keys[c], rng=rng.fork(c), roster=roster)
+        except SecAggError as exc:
+            refusals[c].append(exc)
     in_rng = DeterministicRng.from_int(seed, "inputs")
     inputs = {c: in_rng.uniform(DIM) * 2 - 1 for c in cohort}
-    refusals: dict[str, list[Exception]] = collections.defaultdict(list)
     silent_from = dict(dropouts or {})
+    silent_from.update({c: 0 for c in cohort if c not in clients})
     queue = collections.deque()
     for c in cohort:
         if silent_from.get(c, 9) > 0:
@@ -211,18 +225,21 @@ def attack_round(
             if silent_from.get(party, 9) <= window:
                 continue
             if msg.recipient == SERVER:
-                queue.extend(server.handle(msg))
+                try:
+                    queue.extend(server.handle(msg))
+                except SecAggError as exc:
+                    refusals[SERVER].append(exc)
                 continue
             try:
                 queue.extend(clients[msg.recipient].handle(msg))
-            except (ProtocolAbort, IntegrityError) as exc:
+            except SecAggError as exc:
                 refusals[msg.recipient].append(exc)
         if server.done or window > 6:
             break
         window += 1
         try:
             queue.extend(server.advance())
-        except (ProtocolAbort, IntegrityError) as exc:
+        except SecAggError as exc:
             refusals[SERVER].append(exc)
             break
     return Attack(server, clients, keys, inputs, refusals)

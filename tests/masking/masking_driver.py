@@ -19,7 +19,7 @@ DIM = 6
 def make_round(
     n: int = N, dim: int = DIM, seed: int = 0, **scheme_kwargs: object
 ) -> tuple[RoundSession, list[str]]:
-    scheme = PairwiseMasking(max_clients=max(n, 1), **scheme_kwargs)  # type: ignore[arg-type]
+    scheme = PairwiseMasking(max_clients=max(n, 2), **scheme_kwargs)  # type: ignore[arg-type]
     cohort = [client_id(i) for i in range(n)]
     return scheme.open_round(3, cohort, dim, rng=DeterministicRng.from_int(seed)), cohort
 

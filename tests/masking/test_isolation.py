@@ -280,3 +280,30 @@ def test_server_cannot_grind_the_sparse_graph_by_editing_advert_digests():
     for party in p.neighbours(target):  # they see its real advert, not the listed digest
         assert _refused(attack, party, InconsistentViewError)
     assert attack.server.responses == []
+
+
+@pytest.mark.parametrize("n", [6, 7, 8])
+def test_u2_split_with_tolerated_corruption_and_unmask_dropouts_is_refused(n):
+    # threat: the U2 split at the default t for n = 6, 7, 8 with κ − 1 corrupt clients
+    # (κ = 2t − n: one for even n, none for odd n), the victim shown U2 minus the hidden
+    # half, and an honest peer of the victim's view dropping during unmasking
+    t = n // 2 + 1
+    corrupt = _ids(range(1, 2 * t - n))
+    visible = _ids(range(len(corrupt) + 1, t))
+    hidden = _ids(range(t, n))
+    peer = client_id(len(corrupt) + 1)
+    attack = attack_round(
+        n,
+        corrupt=corrupt,
+        victims={VICTIM},
+        hidden=hidden,
+        survivors={VICTIM} | hidden | corrupt,
+        dropouts={peer: 4},
+    )
+    assert peer in visible
+    for party in hidden:
+        assert _refused(attack, party, IntegrityError)
+    assert seed_shares_revealed(attack, VICTIM) == 0
+    assert_not_exposed(attack, [VICTIM])
+    for honest in (hidden | visible) - {peer}:  # nor a chosen pair sum with the victim
+        assert_not_exposed(attack, sorted({VICTIM, honest}))

@@ -41,7 +41,7 @@ def _check_sum(inputs, agg, cohort, phases):
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(data=st.data(), n=st.integers(1, 7), seed=st.integers(0, 1000))
+@given(data=st.data(), n=st.integers(2, 7), seed=st.integers(0, 1000))
 def test_full_graph_masks_cancel_under_any_dropout_pattern(data, n, seed):
     phases = data.draw(st.lists(drop_phase, min_size=n, max_size=n))
     rs, cohort = make_round(n, DIM, seed)

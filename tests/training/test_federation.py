@@ -232,9 +232,8 @@ def test_a_faulty_masking_client_aborts_its_round_not_the_run(fault):
             return [masked]
 
     class OneFaultyClient(PairwiseMasking):
-        @staticmethod
-        def client_role(party, params, keys, *, rng):
-            role = PairwiseMasking.client_role(party, params, keys, rng=rng)
+        def client_role(self, party, params, keys, *, rng, roster=None):
+            role = super().client_role(party, params, keys, rng=rng, roster=roster)
             if party == "client/0" and params.round == 1:
                 role.__class__ = FaultyClient
             return role
