@@ -49,7 +49,8 @@ def _charges(path):
         return sorted((e.client, e.round) for e in ledger.entries(kind=KIND_DPSGD))
 
 
-# every scheme once, 3 rounds each (ckks with a 3-holder committee: 3 more SuperNodes)
+# each secure scheme once, 3 rounds (ckks with a 3-holder committee: 3 more SuperNodes);
+# plain has exact parity through the apps (test_flower_apps.py) and the kill test below
 SCHEMES = ["masking", "ckks"]
 
 

@@ -45,7 +45,7 @@ from secagg.identity import PartyKeys, Roster
 from secagg.protocol import ClientRole, Role, Scheme
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
-from secagg.wire import MAGIC, decode, encode
+from secagg.wire import DEFAULT_MAX_MESSAGE_BYTES, MAGIC, decode, encode
 from training.flower.codec import (
     NodeJournal,
     field,
@@ -190,9 +190,13 @@ def relay(msg: Message, context: Context) -> Message:
     out: list[bytes] = []
     accepted = list(journal.inbound)
     refused: list[str] = []
-    for frame in unpack_frames(field(body, "frames", bytes)):
+    # a role may declare a tighter frame limit (a CKKS key holder's request size):
+    # nothing bigger is even parsed, as in the in-process transport
+    limit = DEFAULT_MAX_MESSAGE_BYTES
+    limit = min(limit, getattr(role, "max_message_bytes", limit))
+    for frame in unpack_frames(field(body, "frames", bytes), max_size=limit):
         try:
-            message = decode(frame)
+            message = decode(frame, max_size=limit)
             _claim_session(context, party, message.session, journal.session)
             out += [encode(m) for m in role.handle(message)]
         except SecAggError as exc:  # refused: the role's state is as before this frame
