@@ -19,6 +19,7 @@ from secagg.errors import DecodeError, ParameterError
 from secagg.rand import Csprng
 
 _U64 = np.dtype("<u8")
+_BLOCK = 1 << 15  # residues per block of add_packed: 256 KiB of uint64 stays in L2
 
 if sys.byteorder != "little":  # pragma: no cover - the byte views below assume it
     raise ImportError("secagg.ckks requires a little-endian platform")
@@ -68,17 +69,74 @@ def unpack_into(
 
 
 def _unpack_row(data: bytes, offset: int, width: int, count: int, dst: np.ndarray) -> None:
-    mask = np.uint64((1 << (8 * width)) - 1)
+    """``count`` residues of ``width`` bytes at ``offset`` → ``dst``.
+
+    One unaligned 8-byte little-endian word per residue at stride ``width``, masked
+    to ``width`` bytes: a single strided pass. Words whose 8 bytes would run past
+    the end of ``data`` (the last one or two of the block) are read singly.
+    """
     if count == 0:
         return
-    tail = -(-8 // width) - 1  # the last words would read past the block: do them singly
-    bulk = max(0, count - tail)
+    mask = np.uint64((1 << (8 * width)) - 1)
+    fits = (len(data) - offset - 8) // width + 1  # residues whose whole word is inside data
+    bulk = min(count, max(0, fits))
     if bulk:
         words = np.ndarray(shape=(bulk,), dtype=_U64, buffer=data, offset=offset, strides=(width,))
         np.bitwise_and(words, mask, out=dst[:bulk])
     for i in range(bulk, count):
         start = offset + width * i
         dst[i] = int.from_bytes(data[start : start + width], "little")
+
+
+def add_packed(acc: np.ndarray, data: bytes | memoryview, primes: Sequence[int]) -> None:
+    """acc ``(k, per_prime)`` += the residues in the wire bytes ``data``, each checked < qⱼ.
+
+    Decodes, validates and adds in cache-sized blocks (one pass over the data, no
+    model-sized temporary). No reduction: the caller reduces before 2^15 terms.
+    On a bad residue the blocks already added are subtracted again (exact: uint64
+    wraps mod 2^64), so a refused block leaves ``acc`` as it was.
+
+    Raises:
+        DecodeError: wrong length or a residue not below its prime.
+    """
+    per_prime = acc.shape[1]
+    expected = packed_size(primes, per_prime)
+    if acc.dtype != np.uint64 or acc.shape[0] != len(primes):
+        raise ParameterError("acc must be uint64 with one row per prime")
+    if len(data) != expected:
+        raise DecodeError(f"residue block must be {expected} bytes; got {len(data)}")
+    buf = np.empty(min(per_prime, _BLOCK), dtype=np.uint64)
+    done: list[tuple[int, int, int]] = []  # (prime, start, stop) already added
+    offset = 0
+    for j, q in enumerate(primes):
+        width = residue_width(q)
+        for start in range(0, per_prime, _BLOCK):
+            stop = min(start + _BLOCK, per_prime)
+            part = buf[: stop - start]
+            _unpack_row(data, offset + width * start, width, stop - start, part)
+            if int(part.max()) >= q:
+                _subtract_blocks(acc, data, primes, done, buf)
+                raise DecodeError(f"residues must be below their prime q_{j}; got one ≥ q_{j}")
+            np.add(acc[j, start:stop], part, out=acc[j, start:stop])
+            done.append((j, start, stop))
+        offset += width * per_prime
+
+
+def _subtract_blocks(
+    acc: np.ndarray,
+    data: bytes | memoryview,
+    primes: Sequence[int],
+    blocks: list[tuple[int, int, int]],
+    buf: np.ndarray,
+) -> None:
+    """Undo :func:`add_packed` for ``blocks`` (the refused upload never counts)."""
+    per_prime = acc.shape[1]
+    for j, start, stop in blocks:
+        width = residue_width(primes[j])
+        offset = sum(residue_width(q) for q in primes[:j]) * per_prime + width * start
+        part = buf[: stop - start]
+        _unpack_row(data, offset, width, stop - start, part)
+        np.subtract(acc[j, start:stop], part, out=acc[j, start:stop])
 
 
 def accumulate(acc: np.ndarray, part: np.ndarray) -> None:
