@@ -157,13 +157,15 @@ def interpolate(
 ) -> np.ndarray:
     """The degree-(len(xs)−1) polynomial through ``shares`` ``(m, k, ...)``, evaluated at ``at``.
 
-    Exact (Python integers per prime); used on key-sized arrays only, never on a model.
+    Exact: Lagrange weights in Python integers, products by :func:`mul_mod` in uint64.
     """
     if len(set(xs)) != len(xs) or shares.shape[0] != len(xs) or at in xs:
         raise ParameterError("share points must be distinct, one row each, and differ from `at`")
+    if any(q >= 1 << 48 for q in primes):
+        raise ParameterError("primes must be < 2^48")
     out = np.empty(shares.shape[1:], dtype=np.uint64)
     for j, q in enumerate(primes):
-        acc = np.zeros(shares.shape[2:], dtype=object)
+        acc = np.zeros(shares.shape[2:], dtype=np.uint64)
         for i, xi in enumerate(xs):
             num, den = 1, 1
             for m, xm in enumerate(xs):
@@ -171,9 +173,24 @@ def interpolate(
                     num = num * (at - xm) % q
                     den = den * (xi - xm) % q
             weight = num * pow(den, -1, q) % q
-            acc = (acc + shares[i, j].astype(object) * weight) % q
-        out[j] = acc.astype(np.uint64)
+            acc = (acc + mul_mod(shares[i, j] % np.uint64(q), weight, q)) % np.uint64(q)
+        out[j] = acc
     return out
+
+
+def mul_mod(values: np.ndarray, factor: int, q: int) -> np.ndarray:
+    """values · factor mod q for values, factor < q < 2^48, in uint64 without overflow.
+
+    Horner over the factor's three 16-bit limbs: every intermediate stays < 2^64
+    (a 48-bit value times a 16-bit limb, or a reduced value shifted by 16 bits).
+    """
+    qq = np.uint64(q)
+    a = np.asarray(values, dtype=np.uint64)
+    r = np.zeros(a.shape, dtype=np.uint64)
+    for shift in (32, 16, 0):
+        limb = np.uint64((factor >> shift) & 0xFFFF)
+        r = ((r << np.uint64(16)) % qq + (a * limb) % qq) % qq
+    return r
 
 
 def shamir_share(

@@ -250,3 +250,14 @@ def test_submission_frames_signed_over_the_sha256_digest_are_refused():
     old = frame[:6] + struct.pack("<H", 2) + frame[8:]
     with pytest.raises(DecodeError, match="version 2"):
         decode(old)
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**16), bits=st.sampled_from([17, 30, 47, 48]))
+def test_mul_mod_matches_python_integers(seed, bits):
+    rng = DeterministicRng.from_int(seed)
+    q = (1 << bits) - 1
+    values = np.concatenate([rng.integers_below(q, 30), np.array([0, q - 1], dtype=np.uint64)])
+    for factor in (0, 1, q - 1, int(rng.integers_below(q, 1)[0])):
+        expected = [int(v) * factor % q for v in values]
+        assert rns.mul_mod(values, factor, q).tolist() == expected
