@@ -156,7 +156,7 @@ class CkksClient(ClientRole):
         eph_public = channels.public_bytes(ephemeral)
         envelopes = self._envelopes(rows, ephemeral, eph_public)
         del secret_key, rows
-        ct_digest = transcript.blob_digest("ciphertext", residues)
+        ct_digest = transcript.ciphertext_digest(residues)
         payload = transcript.receipt_payload(
             p.session,
             p.round,
@@ -236,7 +236,6 @@ class CkksAggregator(AggregationServer):
         self._cohort = params.cohort
         self._count = engine.ciphertext_count(params.dim)
         self._acc = np.zeros((engine.k, self._count * engine.degree), dtype=np.uint64)
-        self._scratch = np.empty_like(self._acc)
         self._lazy_terms = 0
         self._receipts: dict[PartyId, CkksSubmission] = {}
         self._ct_digests: dict[PartyId, bytes] = {}
@@ -274,21 +273,27 @@ class CkksAggregator(AggregationServer):
         """
         if msg.sender in self._receipts:
             return  # the first valid submission stands; a repeat is never summed
+        if self._lazy_terms == MAX_LAZY_TERMS - 1:
+            rns.reduce_rows(self._acc, self._engine.data_primes)
+            self._lazy_terms = 0
         try:
             check_round(msg, self._params.session, self._params.round)
-            part = self._verify(msg)
+            digests = self._verify(msg)
+            rns.add_packed(self._acc, msg.residues, self._engine.data_primes)
         except SecAggError as exc:
             self.rejected[msg.sender] = f"{type(exc).__name__}: {exc}"
             return
         self.rejected.pop(msg.sender, None)
-        if self._lazy_terms == MAX_LAZY_TERMS - 1:
-            rns.reduce_rows(self._acc, self._engine.data_primes)
-            self._lazy_terms = 0
-        rns.accumulate(self._acc, part)
         self._lazy_terms += 1
         self._receipts[msg.sender] = msg
+        self._ct_digests[msg.sender], self._env_digests[msg.sender] = digests
 
-    def _verify(self, msg: CkksSubmission) -> np.ndarray:
+    def _verify(self, msg: CkksSubmission) -> tuple[bytes, tuple[bytes, ...]]:
+        """Shape and signature over the digest of exactly these residue bytes.
+
+        The residues are range-checked as they are summed (:func:`rns.add_packed`),
+        which leaves the sum untouched when it refuses them.
+        """
         eng = self._engine
         if msg.sender not in self._cohort:
             raise InconsistentViewError(f"sender must be in the round's cohort; got {msg.sender}")
@@ -298,8 +303,7 @@ class CkksAggregator(AggregationServer):
         size = rns.packed_size(eng.data_primes, eng.degree) + channels.AEAD_TAG_BYTES
         if len(msg.envelopes) != n or any(len(e) != size for e in msg.envelopes):
             raise InconsistentViewError(f"submission must carry {n} envelopes of {size} bytes")
-        part = rns.unpack_into(msg.residues, eng.data_primes, self._acc.shape[1], self._scratch)
-        ct_digest = transcript.blob_digest("ciphertext", msg.residues)
+        ct_digest = transcript.ciphertext_digest(msg.residues)
         env_digests = tuple(transcript.blob_digest("envelope", e) for e in msg.envelopes)
         payload = transcript.receipt_payload(
             msg.session, msg.round, self._params_digest, ct_digest, msg.ephemeral, env_digests
@@ -307,9 +311,7 @@ class CkksAggregator(AggregationServer):
         channels.verify(
             self._roster[msg.sender].signing, msg.signature, transcript.RECEIPT_PURPOSE, payload
         )
-        self._ct_digests[msg.sender] = ct_digest
-        self._env_digests[msg.sender] = env_digests
-        return part
+        return ct_digest, env_digests
 
     def advance(self) -> list[Message]:
         if self.phase is ServerPhase.COLLECT:
@@ -403,7 +405,7 @@ class CkksAggregator(AggregationServer):
         c0 = self._acc.reshape(eng.k, self._count, eng.degree)
         crs = eng.crs(self._params.crs_seed, self._count)
         values = eng.seal.decrypt_with(key, c0, crs, eng.params.scale)[: self._params.dim]
-        self._acc = self._scratch = np.empty((0, 0), dtype=np.uint64)
+        self._acc = np.empty((0, 0), dtype=np.uint64)
         self._result = Aggregate(
             vector=values,
             contributors=self._accepted,

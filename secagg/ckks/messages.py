@@ -138,7 +138,7 @@ class CkksRoundParams(Message):
             raise DecodeError(f"dim must be ≥ 1; got {self.dim}")
 
 
-@register(0x0310, version=2)
+@register(0x0310, version=3)  # v3: ciphertext digest is BLAKE3
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CkksSubmission(Message):
     """Client → server, its only message: c0 residues, share envelopes, signature.
@@ -161,7 +161,7 @@ class CkksSubmission(Message):
         _check_signature(self.signature)
 
 
-@register(0x0312, version=2)
+@register(0x0312, version=3)  # v3: ct_digests are BLAKE3
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ShareRequest(Message):
     """Server → holder: the accepted set, every member's signed receipt, and its envelope.

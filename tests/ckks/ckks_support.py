@@ -87,7 +87,7 @@ def resign(client, msg: CkksSubmission) -> CkksSubmission:
         msg.session,
         msg.round,
         client._params_digest,
-        transcript.blob_digest("ciphertext", msg.residues),
+        transcript.ciphertext_digest(msg.residues),
         msg.ephemeral,
         [transcript.blob_digest("envelope", e) for e in msg.envelopes],
     )

@@ -84,6 +84,26 @@ def test_malicious_client_out_of_range_residues_excluded(federation):
     assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() <= agg.error_bound
 
 
+def test_malicious_client_last_residue_out_of_range_never_reaches_the_sum(federation, monkeypatch):
+    """The server sums blocks as it validates them: a bad residue in the last block
+    (every earlier block already added) must leave the others' sum exactly as it was."""
+    monkeypatch.setattr(rns, "_BLOCK", 64)  # many blocks even at this small size
+    session = open_round(federation, 8, DIM, 5)
+    inputs = inputs_for(session.clients, DIM, 5)
+    q = federation.engine.data_primes[0]
+
+    def last_to_q(m):
+        arr = rns.unpack_into(m.residues, [q], len(m.residues) // 6)
+        arr[0, -1] = q
+        return dataclasses.replace(m, residues=rns.pack(arr, [q]))
+
+    drive(session, inputs=inputs, tamper=_submission_tamper(session, "client/4", last_to_q))
+    agg = session.coordinator.finalize()
+    assert "DecodeError" in session.coordinator.rejected["client/4"]
+    assert "client/4" not in agg.contributors and len(agg.contributors) == 7
+    assert np.abs(agg.vector - exact_sum(inputs, agg.contributors)).max() <= agg.error_bound
+
+
 def test_malicious_client_forged_signature_excluded(federation):
     session = open_round(federation, 8, DIM, 4)
     inputs = inputs_for(session.clients, DIM, 4)

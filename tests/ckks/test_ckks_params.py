@@ -125,3 +125,121 @@ def test_interpolation_any_t_subset_and_off_point():
         np.testing.assert_array_equal(
             rns.interpolate(rows[idx], list(pts), [q], at=other)[0], shares[other - 1]
         )
+
+
+def _reference_unpack(data, primes, count):
+    """Byte-by-byte decoding of the wire format: the oracle for the strided fast path."""
+    out, pos = np.empty((len(primes), count), dtype=np.uint64), 0
+    for j, q in enumerate(primes):
+        width = rns.residue_width(q)
+        for i in range(count):
+            out[j, i] = int.from_bytes(data[pos : pos + width], "little")
+            pos += width
+    return out
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    bits=st.lists(st.sampled_from([16, 30, 45, 48]), min_size=1, max_size=3),
+    count=st.integers(1, 40),
+    block=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+)
+def test_add_packed_equals_reference_unpack_and_sum(bits, count, block, seed):
+    """Strided 8-byte reads across block, row and buffer ends (the tail) decode exactly."""
+    primes = [(1 << b) - 1 for b in bits]
+    rng = DeterministicRng.from_int(seed)
+    arr = np.stack([rng.integers_below(q, count) for q in primes])
+    arr[:, -1] = [q - 1 for q in primes]  # the tail holds the largest valid residue
+    start = np.stack([rng.integers_below(1 << 62, count) for _ in primes])
+    data = rns.pack(arr, primes)
+    np.testing.assert_array_equal(_reference_unpack(data, primes, count), arr)
+    acc = start.copy()
+    saved, rns._BLOCK = rns._BLOCK, block
+    try:
+        rns.add_packed(acc, memoryview(data), primes)  # the receiver's frame slice
+    finally:
+        rns._BLOCK = saved
+    np.testing.assert_array_equal(acc, start + arr)
+
+
+@pytest.mark.parametrize("where", [(0, 0), (0, 9), (1, 0), (1, 9)])
+def test_add_packed_refuses_a_residue_at_its_prime_and_leaves_the_sum(where):
+    primes = [(1 << 48) - 59, (1 << 45) - 55]
+    rng = DeterministicRng.from_int(9)
+    arr = np.stack([rng.integers_below(q, 10) for q in primes])
+    arr[where] = primes[where[0]]  # exactly q_j: one past the largest residue
+    start = np.stack([rng.integers_below(1 << 62, 10) for _ in primes])
+    acc = start.copy()
+    saved, rns._BLOCK = rns._BLOCK, 3  # earlier blocks were added before the bad one
+    try:
+        with pytest.raises(DecodeError, match=f"below their prime q_{where[0]}"):
+            rns.add_packed(acc, rns.pack(arr, primes), primes)
+    finally:
+        rns._BLOCK = saved
+    np.testing.assert_array_equal(acc, start)  # the refused upload never counts
+
+
+def test_add_packed_refuses_a_wrong_length():
+    q = (1 << 48) - 59
+    acc = np.zeros((1, 4), dtype=np.uint64)
+    data = rns.pack(np.ones((1, 4), dtype=np.uint64), [q])
+    for bad in (data[:-1], data + b"\x00"):
+        with pytest.raises(DecodeError, match="residue block must be 24 bytes"):
+            rns.add_packed(acc, bad, [q])
+    assert not acc.any()
+
+
+def test_ciphertext_digest_is_domain_separated_blake3_of_exact_bytes():
+    import blake3
+
+    from secagg.ckks import transcript
+
+    data = bytes(range(256)) * 3
+    framed = len(data).to_bytes(8, "little") + data
+    expected = blake3.blake3(framed, derive_key_context=transcript.CIPHERTEXT_CONTEXT).digest()
+    assert transcript.ciphertext_digest(data) == expected
+    assert transcript.ciphertext_digest(memoryview(data)) == expected
+    assert expected != blake3.blake3(data).digest()  # not a bare hash another protocol may use
+    assert expected != transcript.blob_digest("ciphertext", data)
+    flipped = bytearray(data)
+    flipped[-1] ^= 1
+    assert transcript.ciphertext_digest(bytes(flipped)) != expected
+    assert transcript.ciphertext_digest(data + b"\x00") != expected
+
+
+def test_submission_frames_signed_over_the_sha256_digest_are_refused():
+    """v2 uploads signed a SHA-256 ciphertext digest: a v2 frame must not decode as v3."""
+    import struct
+
+    from secagg.ckks.messages import CkksSubmission, ShareRequest
+    from secagg.wire import decode, encode
+
+    msg = CkksSubmission(
+        session=b"s",
+        round=0,
+        sender="client/0",
+        recipient="server",
+        count=1,
+        residues=b"",
+        ephemeral=bytes(32),
+        envelopes=(),
+        signature=b"",
+    )
+    frame = encode(msg)
+    assert CkksSubmission.VERSION == ShareRequest.VERSION == 3
+    assert decode(frame) == msg
+    old = frame[:6] + struct.pack("<H", 2) + frame[8:]
+    with pytest.raises(DecodeError, match="version 2"):
+        decode(old)
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**16), bits=st.sampled_from([17, 30, 47, 48]))
+def test_mul_mod_matches_python_integers(seed, bits):
+    rng = DeterministicRng.from_int(seed)
+    q = (1 << bits) - 1
+    values = np.concatenate([rng.integers_below(q, 30), np.array([0, q - 1], dtype=np.uint64)])
+    for factor in (0, 1, q - 1, int(rng.integers_below(q, 1)[0])):
+        expected = [int(v) * factor % q for v in values]
+        assert rns.mul_mod(values, factor, q).tolist() == expected
