@@ -151,7 +151,8 @@ def _masking_upload(cell: Cell) -> tuple[float, bool, str]:
         return bpp, True, ""
     note = (
         f"{(bpp / MASKING_UPLOAD_GOAL - 1) * 100:.2g}% over the target: the masked vector "
-        "itself is 4 B/param (uint32); key adverts, encrypted shares, signatures and frame headers add the rest"
+        "itself is 4 B/param (uint32); key adverts, encrypted shares, signatures and frame "
+        "headers add the rest"
         if cell["describe"].get("bytes_per_param") == 4
         else f"{bpp / MASKING_UPLOAD_GOAL:.2f}× over the target (ring words of "
         f"{cell['describe'].get('bytes_per_param', '?')} B)"
