@@ -27,18 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from dp_accounting import dp_event
 
 from privacy import accounting
 from privacy.audit import stats
 from privacy.audit.canary import (
+    CLIP_Z_LIMIT,
     DEFAULT_CANARIES,
     MAX_AUDIT_STEPS,
+    SAMPLING_P_LIMIT,
     CanaryConfig,
     ModelFactory,
+    StepTrainer,
+    normalizer_for,
     run_canary_experiment,
 )
-from privacy.errors import LedgerIntegrityError, PrivacyError
+from privacy.errors import LedgerIntegrityError, PrivacyError, PrivacyParameterError
 from privacy.ledger import (
     KIND_BUDGET,
     KIND_CLIENT_LEVEL,
@@ -125,6 +130,16 @@ class CanaryAudit:
     seconds: float
     method: str
     noise: stats.NoiseScaleCheck  # the applied noise std vs σ·C: has power at every ε
+    # the noise actually applied to EVERY parameter tensor (update − exact clipped sum)
+    tensor_noise: dict[str, stats.NoiseScaleCheck] = dataclasses.field(default_factory=dict)
+    sampled_rows: int = 0  # rows the production trainer used, over all audited steps
+    row_trials: int = 0  # rows × steps: Binomial(row_trials, q) when sampling is honest
+    sampling_p_value: float = 1.0
+    clip_z: float = 0.0  # canaries' summed contribution minus C·direction, in σC·√K
+    clip_excess: float = 0.0  # mean unclipped − clipped canary norm in σC: the clip test's power
+    clip_samples: int = 0
+    bad_forwards: int = 0
+    trainer: str = "privacy.dpsgd.train_dp_sgd"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -528,11 +543,15 @@ def run_canary_audit(
     actual_noise_multiplier: float | None = None,
     base_data: tuple[np.ndarray, np.ndarray, int] | None = None,
     model_factory: ModelFactory | None = None,
+    production: bool = True,
 ) -> CanaryAudit:
     """Run the one-run canary audit of DP-SGD(σ, q, steps, C) and score it.
 
     ``actual_noise_multiplier`` injects a fault (train with a σ different from
-    the claimed one) to test the auditor itself.
+    the claimed one) to test the auditor itself; it needs ``production=False``
+    (the direct :func:`privacy.dpsgd.train_dp_sgd` step, for unit tests only).
+    ``production=True`` (the default, and what ``secagg audit`` uses) drives every
+    step through the client trainer the federation runs, ``PrivacyPlan.train``.
     """
     source = OsByteSource() if rng_source is None else check_byte_source("rng_source", rng_source)
     audited = min(steps, MAX_AUDIT_STEPS)
@@ -547,6 +566,25 @@ def run_canary_audit(
         actual_noise_multiplier=actual_noise_multiplier,
     )
     x, y, classes = base_data if base_data is not None else _public_base_data()
+    trainer = None
+    if production:
+        if actual_noise_multiplier is not None:
+            raise PrivacyParameterError(
+                "actual_noise_multiplier must be None for the production trainer; got "
+                f"{actual_noise_multiplier}"
+            )
+        rows = len(np.unique(np.asarray(x).reshape(len(x), -1), axis=0))  # as the experiment
+        normalizer = normalizer_for(sample_rate, rows, canaries)
+        trainer = production_step_trainer(
+            client=client,
+            noise_multiplier=noise_multiplier,
+            sample_rate=sample_rate,
+            clip_norm=clip_norm,
+            lr=lr,
+            delta=delta,
+            normalizer=normalizer,
+            seed=source.random_bytes(32),
+        )
     result = run_canary_experiment(
         x,
         y,
@@ -555,6 +593,7 @@ def run_canary_audit(
         rng=source,
         noise=SecureGaussian(source),
         model_factory=model_factory,
+        trainer=trainer,
     )
     bound = stats.one_run_audit(result.scores, result.included, delta=delta)
     fit = stats.gaussian_fit_estimate(result.scores, result.included, delta=delta)
@@ -594,7 +633,89 @@ def run_canary_audit(
             "applied, estimated from the excluded canaries' pure-noise columns (χ² interval)"
         ),
         noise=noise_check,
+        tensor_noise={
+            name: stats.noise_scale_check(
+                np.array([sq]),
+                np.array([False]),
+                samples_per_canary=max(count, 1),
+                claimed_std=noise_multiplier * clip_norm,
+            )
+            for name, (sq, count) in result.tensor_noise.items()
+        },
+        sampled_rows=result.sampled_rows,
+        row_trials=result.row_trials,
+        sampling_p_value=_binomial_p(result.sampled_rows, result.row_trials, sample_rate),
+        clip_z=result.clip_z,
+        clip_excess=result.clip_excess,
+        clip_samples=result.clip_samples,
+        bad_forwards=result.bad_forwards,
+        trainer=(
+            "training.privacy_plan.PrivacyPlan.train"
+            if production
+            else "privacy.dpsgd.train_dp_sgd"
+        ),
     )
+
+
+def _binomial_p(successes: int, trials: int, q: float) -> float:
+    if trials == 0 or q >= 1.0:
+        return 1.0 if successes == trials else 0.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(successes, trials, q).pvalue)
+
+
+def production_step_trainer(
+    *,
+    client: str,
+    noise_multiplier: float,
+    sample_rate: float,
+    clip_norm: float,
+    lr: float,
+    delta: float,
+    normalizer: float,
+    seed: bytes,
+) -> StepTrainer:
+    """One DP-SGD step through the federation's client trainer, ``PrivacyPlan.train``.
+
+    The plan is built like a run's (σ given, C, δ, plain SGD at ``lr``); its schedule
+    is then set to one step of the recorded q with the experiment's public
+    normalizer, so every audited step is one call of the production trainer with
+    the production noise source, sampler fork and budget guard.
+    """
+    from secagg.rand import DeterministicRng
+    from training.client import LocalSettings, LocalTask
+    from training.privacy_plan import PrivacyPlan
+
+    plan = PrivacyPlan(
+        [client],
+        nominal_records=1,
+        rounds=1,
+        batch_size=1,
+        local_epochs=1,
+        lr=lr,
+        optimizer="sgd",
+        target_epsilon=1.0,
+        budget_epsilon=1e9,  # the audit's own run: the guard must not stop it
+        delta=delta,
+        max_grad_norm=clip_norm,
+        noise_multiplier=noise_multiplier,
+        rng=DeterministicRng(seed),
+    )
+    schedule = plan.schedules[client]
+    params = dataclasses.replace(
+        schedule.params, sample_rate=sample_rate, steps=1, expected_batch_size=normalizer
+    )
+    plan.schedules[client] = dataclasses.replace(
+        schedule, sample_rate=sample_rate, steps_per_round=1, params=params
+    )
+    settings = LocalSettings(epochs=1, batch_size=1, lr=lr, optimizer="sgd")
+    generator = torch.Generator().manual_seed(0)  # unused by the DP trainer (no shuffling)
+
+    def step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, index: int) -> object:
+        return plan.train(LocalTask(client, index + 1, model, x, y, settings, generator))
+
+    return step
 
 
 def _noise_findings(check: stats.NoiseScaleCheck) -> list[str]:
@@ -612,6 +733,44 @@ def _noise_findings(check: stats.NoiseScaleCheck) -> list[str]:
         f"{check.ratio_low:.3f}–{check.ratio_high:.3f}, {check.samples} samples): the ledger "
         "does not describe the mechanism that runs"
     ]
+
+
+def _mechanism_findings(audit: CanaryAudit) -> list[str]:
+    """Noise on every tensor, the sampling rate and per-example clipping, each checked directly."""
+    found = []
+    for name, check in audit.tensor_noise.items():
+        if check.verdict in (stats.NOISE_TOO_LOW, stats.NOISE_TOO_HIGH):
+            found.append(
+                f"noise on parameter {name} {check.verdict}: applied std is {check.ratio:.3f}× "
+                f"the claimed σ·C = {check.claimed_std:.4g} ({check.samples} samples)"
+            )
+    if audit.bad_forwards:
+        found.append(
+            f"the trainer did not run exactly one batch of the data set per step in "
+            f"{audit.bad_forwards} of {audit.steps} steps: the recorded steps are not what ran"
+        )
+    if audit.sampling_p_value < SAMPLING_P_LIMIT:
+        rate = audit.sampled_rows / audit.row_trials if audit.row_trials else math.nan
+        found.append(
+            f"sampling rate mismatch: rows were sampled at rate {rate:.4f}, the ledger "
+            f"records q = {audit.sample_rate:.4f} (binomial p = {audit.sampling_p_value:.1e})"
+        )
+    if abs(audit.clip_z) > CLIP_Z_LIMIT:
+        found.append(
+            f"per-example clipping broken: sampled canaries moved the model by "
+            f"{audit.clip_z:+.1f} σ from their clipped gradient (C = {audit.clip_norm:g}, "
+            f"{audit.clip_samples} canary-steps)"
+        )
+    return found
+
+
+def _production_model(result: Mapping[str, Any]) -> ModelFactory | None:
+    """The run's own model architecture (``config.model``), when the run recorded one."""
+    from training.models import MODELS
+
+    config = result.get("config")
+    name = config.get("model") if isinstance(config, dict) else None
+    return MODELS.get(name) if isinstance(name, str) else None
 
 
 def _canary_warnings(audit: CanaryAudit) -> list[str]:
@@ -735,7 +894,7 @@ def _build_report(
             rng_source=rng_source,
             canaries=canaries,
             base_data=base_data,
-            model_factory=model_factory,
+            model_factory=model_factory or _production_model(result),
         )
         if audit.verdict == stats.VIOLATION:
             findings.append(
@@ -743,7 +902,7 @@ def _build_report(
                 f"ε {audit.theoretical_epsilon:.3f}: the DP implementation or its accounting is "
                 "broken"
             )
-        findings += _noise_findings(audit.noise)
+        findings += _noise_findings(audit.noise) + _mechanism_findings(audit)
         caveats += _canary_warnings(audit)
     scheme = result.get("scheme")
     return AuditReport(
