@@ -427,6 +427,36 @@ def _epsilon_findings(clients: list[ClientStatus]) -> list[str]:
     return found
 
 
+def _event_findings(ledger: PrivacyLedger) -> list[str]:
+    """Each spend entry's DP event must be exactly the one its body's σ, q, steps describe.
+
+    The ε of record is composed from the stored events while the canary audit
+    trains with the body's σ, q: a rewritten event (e.g. a larger σ) with a
+    consistent ε and a re-made pin would otherwise be certified.
+    """
+    found = []
+    for e in ledger.entries(kind=KIND_DPSGD):
+        body = e.body
+        try:
+            rebuilt = accounting.sgd_event(
+                noise_multiplier=float(body["noise_multiplier"]),
+                sample_rate=float(body["sample_rate"]),
+                steps=int(body["steps"]),
+            )
+            stored = e.event
+        except (KeyError, TypeError, ValueError, PrivacyError):
+            found.append(
+                f"{e.client}@{e.round}: entry {e.seq} must record σ, q, steps and an event"
+            )
+            continue
+        if stored is None or accounting.event_to_json(rebuilt) != accounting.event_to_json(stored):
+            found.append(
+                f"{e.client}@{e.round}: entry {e.seq}'s DP event does not match its σ = "
+                f"{body['noise_multiplier']}, q = {body['sample_rate']}, steps = {body['steps']}"
+            )
+    return found
+
+
 def _recompute_finding(ledger: PrivacyLedger) -> list[str]:
     try:
         ledger.verify(recompute_epsilon=True)
@@ -764,6 +794,26 @@ def _mechanism_findings(audit: CanaryAudit) -> list[str]:
     return found
 
 
+def _theory_findings(
+    audit: CanaryAudit, ledger: PrivacyLedger, clients: list[ClientStatus]
+) -> list[str]:
+    """When the audited mechanism is the client's whole run, its ε must be the ledger's."""
+    mechanisms = {
+        (e.body.get("noise_multiplier"), e.body.get("sample_rate"), e.body.get("clip_norm"))
+        for e in ledger.entries(client=audit.audited_client, kind=KIND_DPSGD)
+        if e.body.get("steps")
+    }
+    if len(mechanisms) != 1 or audit.steps != audit.steps_in_run:
+        return []
+    spent = next(c.epsilon_spent for c in clients if c.client == audit.audited_client)
+    if math.isclose(audit.theoretical_epsilon, spent, rel_tol=1e-3):
+        return []
+    return [
+        f"{audit.audited_client}: the audited mechanism's ε {audit.theoretical_epsilon:.4f} "
+        f"differs from the ε {spent:.4f} the ledger's events compose to"
+    ]
+
+
 def _production_model(result: Mapping[str, Any]) -> ModelFactory | None:
     """The run's own model architecture (``config.model``), when the run recorded one."""
     from training.models import MODELS
@@ -872,6 +922,7 @@ def _build_report(
         + _coverage_findings(result, ledger)
         + _epsilon_findings(clients)
         + _recompute_finding(ledger)
+        + _event_findings(ledger)
     )
     guarantee = _guarantee(ledger, clients, findings, privacy.get("pin"))
     caveats: list[str] = []
@@ -903,6 +954,7 @@ def _build_report(
                 "broken"
             )
         findings += _noise_findings(audit.noise) + _mechanism_findings(audit)
+        findings += _theory_findings(audit, ledger, clients)
         caveats += _canary_warnings(audit)
     scheme = result.get("scheme")
     return AuditReport(
