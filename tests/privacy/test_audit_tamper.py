@@ -4,13 +4,12 @@
 import json
 import sqlite3
 
-import pytest
 from test_audit_report import make_run
 from typer.testing import CliRunner
 
 from privacy import accounting
 from privacy.audit.report import audit_run
-from privacy.ledger import _chain_hash, _canonical_json, pin_digest
+from privacy.ledger import _canonical_json, _chain_hash, pin_digest
 from training.cli import app
 
 
