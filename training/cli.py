@@ -69,6 +69,7 @@ CONFIG_KEYS: dict[str, str] = {
     "dp-unit": "dp_unit",
     "min-honest": "min_honest",
     "colluders": "colluders",
+    "nominal-records": "nominal_records",
     "seed": "seed",
     "partition": "partition",
     "alpha": "alpha",
@@ -90,6 +91,7 @@ DP_KEYS = (
     "dp-unit",
     "min-honest",
     "colluders",
+    "nominal-records",
 )
 
 
@@ -349,6 +351,11 @@ def run(
         None,
         help="Client-level DP: clients that may collude with the server (default: t − 1).",
     ),
+    nominal_records: int | None = typer.Option(
+        None,
+        help="Record-level DP: declared public records per client N; fixes q = B/N and the "
+        "steps (default for the built-in digits: its public train size // clients).",
+    ),
     no_dp: bool | None = typer.Option(
         None, "--no-dp", help="Train without differential privacy (DP-SGD is on by default)."
     ),
@@ -399,6 +406,7 @@ def run(
         "dp-unit": dp_unit,
         "min-honest": min_honest,
         "colluders": colluders,
+        "nominal-records": nominal_records,
         "no-dp": no_dp,
         "seed": seed,
         "out": str(out) if out else None,
