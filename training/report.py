@@ -252,7 +252,8 @@ def render_report(result: FederationResult) -> str:
         lines.append(
             f"| {r.round}{status} | {r.accuracy:.4f} | {r.loss:.4f} | {len(r.participants)} "
             f"| {len(r.dropped)} | {_fmt(r.bytes_up_per_client, '.0f')} "
-            f"| {_fmt(r.bytes_down_per_client, '.0f')} | {_fmt(s['train'], '.3f')} | {s['protect']:.3f} "
+            f"| {_fmt(r.bytes_down_per_client, '.0f')} | {_fmt(s['train'], '.3f')} "
+            f"| {s['protect']:.3f} "
             f"| {s['aggregate']:.3f} | {s['decrypt']:.3f} | {s['total']:.3f} |"
         )
     lines += [""] + render_privacy(result)
