@@ -403,26 +403,116 @@ def _coverage_findings(result: Mapping[str, Any], ledger: PrivacyLedger) -> list
         for client in record.get("participants") or []:
             if isinstance(r, int) and not ledger.has_entry(str(client), r, KIND_DPSGD):
                 missing.append(f"{client}@{r}")
+    reported = {r.get("round") for r in result.get("rounds") or [] if isinstance(r, dict)}
+    unreported = sorted({e.round for e in ledger.entries(kind=KIND_DPSGD)} - reported)
+    found = []
+    if unreported:
+        found.append(f"ledger spends in rounds absent from result.json: {unreported[:10]}")
     if not missing:
-        return []
+        return found
     shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
-    return [f"rounds not covered by the ledger ({len(missing)} client-rounds): {shown}"]
+    return [f"rounds not covered by the ledger ({len(missing)} client-rounds): {shown}", *found]
+
+
+def _understates(reported: float, recomputed: float) -> bool:
+    """A reported ε below the recomputed one, beyond float noise, is a false claim."""
+    return reported < recomputed - 1e-9 * max(1.0, recomputed)
 
 
 def _epsilon_findings(clients: list[ClientStatus]) -> list[str]:
     found = []
     for c in clients:
-        if c.epsilon_in_result is not None and not math.isclose(
-            c.epsilon_in_result, c.epsilon_spent, rel_tol=0.01, abs_tol=1e-9
+        reported = c.epsilon_in_result
+        if reported is not None and (
+            _understates(reported, c.epsilon_spent)
+            or not math.isclose(reported, c.epsilon_spent, rel_tol=0.01, abs_tol=1e-9)
         ):
             found.append(
-                f"{c.client}: result.json reports ε={c.epsilon_in_result:.4f}, "
-                f"the ledger {c.epsilon_spent:.4f}"
+                f"{c.client}: result.json reports ε={reported:.6f}, "
+                f"the ledger {c.epsilon_spent:.6f}"
             )
         if c.budget_epsilon is not None and c.epsilon_spent > c.budget_epsilon * (1 + 1e-9):
             found.append(
                 f"{c.client}: ε spent {c.epsilon_spent:.4f} exceeds its budget "
                 f"{c.budget_epsilon:.4f}"
+            )
+    return found
+
+
+# result.json's "unit" for the ledger's record-level unit (training.privacy_plan.UNIT)
+_RESULT_UNIT = {"one training record of one client": "record-level, per client"}
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else None
+
+
+def _headline_findings(
+    privacy: Mapping[str, Any], ledger: PrivacyLedger, clients: list[ClientStatus]
+) -> list[str]:
+    """result.json's ε max, δ, unit, adjacency and guarantee line must be the ledger's."""
+    first = ledger.entries(kind=KIND_DPSGD)[0].body
+    eps_max = max(c.epsilon_spent for c in clients)
+    delta = clients[0].delta
+    found = []
+    reported_max = _number(privacy.get("epsilon_max"))
+    if reported_max is None or _understates(reported_max, eps_max):
+        found.append(
+            f"result.json epsilon_max must be at least the ledger's {eps_max:.6f}; "
+            f"got {privacy.get('epsilon_max')!r}"
+        )
+    if _number(privacy.get("delta")) != delta:
+        found.append(
+            f"result.json delta must be the ledger's {delta:g}; got {privacy.get('delta')!r}"
+        )
+    if "adjacency" in privacy and privacy["adjacency"] != first.get("adjacency"):
+        found.append(
+            f"result.json adjacency must be the ledger's {first.get('adjacency')!r}; "
+            f"got {privacy['adjacency']!r}"
+        )
+    unit = _RESULT_UNIT.get(str(first.get("unit")))
+    if "unit" in privacy and privacy["unit"] != unit:
+        found.append(f"result.json unit must be {unit!r}; got {privacy['unit']!r}")
+    if "guarantee" in privacy:
+        expected = accounting.guarantee_label(
+            unit=str(first.get("unit")),
+            adjacency=str(first.get("adjacency")),
+            epsilon=eps_max,
+            delta=delta,
+        )
+        if privacy["guarantee"] != expected:
+            found.append(
+                f"result.json guarantee must read {expected!r}; got {privacy['guarantee']!r}"
+            )
+    return found
+
+
+def _round_epsilon_findings(result: Mapping[str, Any], clients: list[ClientStatus]) -> list[str]:
+    """Each round's reported ε (per client and max) must not be below the ledger's after it."""
+    after = {c.client: dict(c.rounds) for c in clients}
+    found = []
+    for record in result.get("rounds") or []:
+        r = record.get("round") if isinstance(record, dict) else None
+        per_client = record.get("epsilon") if isinstance(record, dict) else None
+        if not isinstance(r, int) or not isinstance(per_client, dict):
+            continue
+        for client, value in per_client.items():
+            truth = after.get(str(client), {}).get(r)
+            reported = _number(value)
+            if truth is not None and (reported is None or _understates(reported, truth)):
+                found.append(
+                    f"{client}@{r}: result.json round ε {value!r} is below the ledger's {truth:.6f}"
+                )
+        truths = [after[c].get(r) for c in after if after[c].get(r) is not None]
+        reported_max = _number(record.get("epsilon_max"))
+        if (
+            "epsilon_max" in record
+            and truths
+            and (reported_max is None or _understates(reported_max, max(truths)))
+        ):
+            found.append(
+                f"round {r}: result.json epsilon_max is below the ledger's {max(truths):.6f}"
             )
     return found
 
@@ -923,6 +1013,8 @@ def _build_report(
         + _epsilon_findings(clients)
         + _recompute_finding(ledger)
         + _event_findings(ledger)
+        + _headline_findings(privacy, ledger, clients)
+        + _round_epsilon_findings(result, clients)
     )
     guarantee = _guarantee(ledger, clients, findings, privacy.get("pin"))
     caveats: list[str] = []

@@ -4,12 +4,13 @@
 import json
 import sqlite3
 
+import pytest
 from test_audit_report import make_run
 from typer.testing import CliRunner
 
 from privacy import accounting
 from privacy.audit.report import audit_run
-from privacy.ledger import _canonical_json, _chain_hash, pin_digest
+from privacy.ledger import KIND_DPSGD, PrivacyLedger, _canonical_json, _chain_hash, pin_digest
 from training.cli import app
 
 
@@ -79,3 +80,95 @@ def test_an_honest_ledger_has_no_event_finding(tmp_path):
     run_dir = make_run(tmp_path)
     rewrite_ledger(run_dir, lambda body: body)  # identity rewrite: same chain, same head
     assert audit_run(run_dir, canary=False).findings == []
+
+
+def edit_result(run_dir, edit, *, repin=True):
+    result = json.loads((run_dir / "result.json").read_text())
+    edit(result)
+    if repin:
+        result["privacy"]["pin"] = pin_digest(result["privacy"])
+    (run_dir / "result.json").write_text(json.dumps(result))
+
+
+def with_headline(result):
+    """The fields `secagg run` writes beside ε: unit, adjacency, guarantee line, round ε."""
+    p = result["privacy"]
+    eps = max(p["epsilon_per_client"].values())
+    p["unit"], p["adjacency"] = "record-level, per client", "add-or-remove-one"
+    p["guarantee"] = accounting.guarantee_label(
+        unit="one training record of one client",
+        adjacency="add-or-remove-one",
+        epsilon=eps,
+        delta=p["delta"],
+    )
+    for record in result["rounds"]:
+        record["epsilon"] = {c: 0.0 for c in record["participants"]}  # filled below
+
+
+@pytest.fixture
+def honest_run(tmp_path):
+    run_dir = make_run(tmp_path)
+    with PrivacyLedger.open(run_dir / "ledger") as book:
+        per_round = {(e.client, e.round): e.epsilon for e in book.entries(kind=KIND_DPSGD)}
+
+    def fill(result):
+        with_headline(result)
+        for record in result["rounds"]:
+            record["epsilon"] = {c: per_round[(c, record["round"])] for c in record["participants"]}
+            record["epsilon_max"] = max(record["epsilon"].values())
+
+    edit_result(run_dir, fill)
+    assert audit_run(run_dir, canary=False).findings == []
+    return run_dir
+
+
+def lower_headline(result):
+    p = result["privacy"]
+    p["epsilon_max"] = 0.5
+    p["guarantee"] = p["guarantee"].replace(
+        accounting.format_epsilon(max(p["epsilon_per_client"].values())), "0.5"
+    )
+
+
+def weaker_delta_and_adjacency(result):
+    result["privacy"]["delta"] = 1e-9
+    result["privacy"]["adjacency"] = "replace-one"
+
+
+def epsilon_just_below(result):
+    for c in result["privacy"]["epsilon_per_client"]:
+        result["privacy"]["epsilon_per_client"][c] *= 0.991
+
+
+def round_epsilon_lowered(result):
+    result["rounds"][-1]["epsilon"]["client-0"] *= 0.5
+    result["rounds"][-1]["epsilon_max"] *= 0.5
+
+
+def last_round_dropped(result):
+    result["rounds"] = result["rounds"][:-1]
+
+
+def unit_changed(result):
+    result["privacy"]["unit"] = "client-level"
+
+
+@pytest.mark.parametrize(
+    ("lie", "named"),
+    [
+        (lower_headline, "epsilon_max must be at least"),
+        (weaker_delta_and_adjacency, "delta must be the ledger's"),
+        (weaker_delta_and_adjacency, "adjacency must be the ledger's"),
+        (epsilon_just_below, "result.json reports ε="),
+        (round_epsilon_lowered, "client-0@5: result.json round ε"),
+        (round_epsilon_lowered, "round 5: result.json epsilon_max is below"),
+        (last_round_dropped, "ledger spends in rounds absent from result.json: [5]"),
+        (unit_changed, "unit must be 'record-level, per client'"),
+        (lower_headline, "guarantee must read"),
+    ],
+)
+def test_a_result_json_lie_with_a_remade_pin_is_a_finding(honest_run, lie, named):
+    edit_result(honest_run, lie)
+    report = audit_run(honest_run, canary=False)
+    assert report.status == "FAILED"
+    assert any(named in f for f in report.findings), report.findings
