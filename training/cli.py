@@ -521,7 +521,7 @@ def _round_line(console: Console, record: RoundRecord, rounds: int) -> None:
         f"{len(record.dropped)} dropped, {record.seconds['total']:.2f} s"
     )
     if record.epsilon_max is not None:
-        line += f", ε max {record.epsilon_max:.3f}"
+        line += f", ε max {format_epsilon(record.epsilon_max)}"  # rounded up, never down
     if record.refused_budget:
         line += f", {len(record.refused_budget)} over budget"
     console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -918,7 +918,7 @@ def _canary_warnings(audit: CanaryAudit) -> list[str]:
     out = []
     if audit.verdict == stats.CONSISTENT and audit.theoretical_epsilon >= audit.ceiling:
         out.append(
-            f"note: the claimed ε {audit.theoretical_epsilon:.3f} is above what {audit.canaries} "
+            f"note: the claimed ε {accounting.format_epsilon(audit.theoretical_epsilon)} is above what {audit.canaries} "
             f"canaries can certify ({audit.ceiling:.3f}); the bound checks consistency but could "
             "not reveal a violation at this ε (the noise-scale check can)"
         )
@@ -926,7 +926,7 @@ def _canary_warnings(audit: CanaryAudit) -> list[str]:
         out.append(
             f"warning: the Gaussian-fit estimate {audit.gaussian_epsilon_estimate:.3f} is more "
             f"than {SUSPICIOUS_ESTIMATE_RATIO:g}× the theoretical ε "
-            f"{audit.theoretical_epsilon:.3f}; an estimate is not proof, but the noise may be "
+            f"{accounting.format_epsilon(audit.theoretical_epsilon)}; an estimate is not proof, but the noise may be "
             "smaller than recorded"
         )
     return out
@@ -1042,7 +1042,7 @@ def _build_report(
         if audit.verdict == stats.VIOLATION:
             findings.append(
                 f"canary audit lower bound {audit.lower_bound:.3f} exceeds the theoretical "
-                f"ε {audit.theoretical_epsilon:.3f}: the DP implementation or its accounting is "
+                f"ε {accounting.format_epsilon(audit.theoretical_epsilon)}: the DP implementation or its accounting is "
                 "broken"
             )
         findings += _noise_findings(audit.noise) + _mechanism_findings(audit)
