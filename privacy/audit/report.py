@@ -916,9 +916,10 @@ def _production_model(result: Mapping[str, Any]) -> ModelFactory | None:
 def _canary_warnings(audit: CanaryAudit) -> list[str]:
     """Caveats that are not violations: a blind spot, or an estimate far above the claim."""
     out = []
+    claimed = accounting.format_epsilon(audit.theoretical_epsilon)  # rounded up
     if audit.verdict == stats.CONSISTENT and audit.theoretical_epsilon >= audit.ceiling:
         out.append(
-            f"note: the claimed ε {accounting.format_epsilon(audit.theoretical_epsilon)} is above what {audit.canaries} "
+            f"note: the claimed ε {claimed} is above what {audit.canaries} "
             f"canaries can certify ({audit.ceiling:.3f}); the bound checks consistency but could "
             "not reveal a violation at this ε (the noise-scale check can)"
         )
@@ -926,8 +927,7 @@ def _canary_warnings(audit: CanaryAudit) -> list[str]:
         out.append(
             f"warning: the Gaussian-fit estimate {audit.gaussian_epsilon_estimate:.3f} is more "
             f"than {SUSPICIOUS_ESTIMATE_RATIO:g}× the theoretical ε "
-            f"{accounting.format_epsilon(audit.theoretical_epsilon)}; an estimate is not proof, but the noise may be "
-            "smaller than recorded"
+            f"{claimed}; an estimate is not proof, but the noise may be smaller than recorded"
         )
     return out
 
@@ -1042,8 +1042,8 @@ def _build_report(
         if audit.verdict == stats.VIOLATION:
             findings.append(
                 f"canary audit lower bound {audit.lower_bound:.3f} exceeds the theoretical "
-                f"ε {accounting.format_epsilon(audit.theoretical_epsilon)}: the DP implementation or its accounting is "
-                "broken"
+                f"ε {accounting.format_epsilon(audit.theoretical_epsilon)}: the DP "
+                "implementation or its accounting is broken"
             )
         findings += _noise_findings(audit.noise) + _mechanism_findings(audit)
         findings += _theory_findings(audit, ledger, clients)
