@@ -504,7 +504,7 @@ def _round_epsilon_findings(result: Mapping[str, Any], clients: list[ClientStatu
                 found.append(
                     f"{client}@{r}: result.json round ε {value!r} is below the ledger's {truth:.6f}"
                 )
-        truths = [after[c].get(r) for c in after if after[c].get(r) is not None]
+        truths = [after[c][r] for c in after if r in after[c]]
         reported_max = _number(record.get("epsilon_max"))
         if (
             "epsilon_max" in record
