@@ -291,10 +291,10 @@ def privacy_line(result: FederationResult) -> str:
         f"privacy: {mechanism}, {p['guarantee']} (budget ε={p['budget']:g}; "
         f"{p['accountant']}); ledger {where}"
     )
-    if p.get("kind") == "client-level":  # the honest-share assumption and replace-one beside
+    if p.get("kind") == "client-level":  # the honest-share assumption and zero-out beside
         line += (
-            f"; {p['min_honest_derivation']}; replace-one: "
-            f"ε ≤ {format_epsilon(p['replace_one']['epsilon_max'])}"
+            f"; {p['min_honest_derivation']}; zero-out (weaker adjacency): "
+            f"ε ≤ {format_epsilon(p['epsilon_max'])}"
         )
     return line
 

@@ -433,7 +433,12 @@ class Federation:
             warnings.warn(message, UtilityWarning, stacklevel=2)
 
     def _utility_warnings(self) -> list[str]:
-        """Settings that run but waste the privacy budget (one line each)."""
+        """Settings that waste the privacy budget or weaken its assumption (one line each)."""
+        if self.config.dp and self.config.dp_unit == "client" and self.config.colluders == 0:
+            return [
+                "colluders=0 assumes no client colludes with the server, weaker than the threat "
+                "model's t − 1: the client-level ε holds only if that is true"
+            ]
         if not (self.config.dp and self.config.dp_unit == "record"):
             return []
         # Public values only: a per-client record count here would be released outside DP.
