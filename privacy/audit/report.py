@@ -923,6 +923,11 @@ def _canary_warnings(audit: CanaryAudit) -> list[str]:
             f"canaries can certify ({audit.ceiling:.3f}); the bound checks consistency but could "
             "not reveal a violation at this ε (the noise-scale check can)"
         )
+    if audit.trainer.startswith("training.") and _clip_power(audit) < 2 * CLIP_Z_LIMIT:
+        out.append(
+            f"note: the canaries' gradients barely exceed C = {audit.clip_norm:g}, so the "
+            "clipping check could not reveal disabled clipping on this run"
+        )
     if audit.gaussian_epsilon_estimate > SUSPICIOUS_ESTIMATE_RATIO * audit.theoretical_epsilon:
         out.append(
             f"warning: the Gaussian-fit estimate {audit.gaussian_epsilon_estimate:.3f} is more "
@@ -1201,8 +1206,28 @@ def _canary_rows(a: CanaryAudit) -> list[tuple[str, str]]:
             f"{a.noise.samples} pure-noise samples)",
         ),
         ("noise-scale verdict", a.noise.verdict),
+        ("trainer", a.trainer),
+        (
+            "noise per tensor",
+            ", ".join(f"{n} {c.ratio:.3f}× ({c.verdict})" for n, c in a.tensor_noise.items()),
+        ),
+        (
+            "sampling rate",
+            f"{a.sampled_rows}/{a.row_trials} rows used vs q = {a.sample_rate:.4g} "
+            f"(binomial p = {a.sampling_p_value:.2g})",
+        ),
+        (
+            "clipping",
+            f"z = {a.clip_z:+.2f} over {a.clip_samples} sampled canary-steps "
+            f"(a no-clip bug would shift it by {_clip_power(a):.1f})",
+        ),
         ("seconds", f"{a.seconds:.1f}"),
     ]
+
+
+def _clip_power(audit: CanaryAudit) -> float:
+    """The z shift a disabled clip would add: mean excess norm (in σC) × √K."""
+    return audit.clip_excess * math.sqrt(audit.clip_samples)
 
 
 def render_markdown(report: AuditReport) -> str:
