@@ -474,6 +474,7 @@ def _headline_findings(
     unit = _RESULT_UNIT.get(str(first.get("unit")))
     if "unit" in privacy and privacy["unit"] != unit:
         found.append(f"result.json unit must be {unit!r}; got {privacy['unit']!r}")
+    found += _schedule_findings(privacy, ledger)
     if "guarantee" in privacy:
         expected = accounting.guarantee_label(
             unit=str(first.get("unit")),
@@ -484,6 +485,32 @@ def _headline_findings(
         if privacy["guarantee"] != expected:
             found.append(
                 f"result.json guarantee must read {expected!r}; got {privacy['guarantee']!r}"
+            )
+    return found
+
+
+def _schedule_findings(privacy: Mapping[str, Any], ledger: PrivacyLedger) -> list[str]:
+    """q must be min(1, B/N) of the declared N and public B that the ledger records."""
+    found = []
+    for e in ledger.entries(kind=KIND_DPSGD):
+        extra = e.body.get("extra")
+        n = extra.get("nominal_records") if isinstance(extra, dict) else None
+        b = extra.get("expected_batch_size") if isinstance(extra, dict) else None
+        if n is None or b is None:
+            continue  # a ledger from before N was recorded
+        if privacy.get("nominal_records") != n:
+            found.append(
+                f"result.json nominal_records must be the ledger's N = {n}; "
+                f"got {privacy.get('nominal_records')!r}"
+            )
+            break
+        q = e.body.get("sample_rate")
+        if not (isinstance(n, int) and isinstance(b, int | float) and n > 0) or q != min(
+            1.0, b / n
+        ):
+            found.append(
+                f"{e.client}@{e.round}: q = {q} is not min(1, B/N) of the recorded "
+                f"B = {b}, N = {n}"
             )
     return found
 

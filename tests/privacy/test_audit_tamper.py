@@ -172,3 +172,30 @@ def test_a_result_json_lie_with_a_remade_pin_is_a_finding(honest_run, lie, named
     report = audit_run(honest_run, canary=False)
     assert report.status == "FAILED"
     assert any(named in f for f in report.findings), report.findings
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """A real `secagg run` directory (record-level DP-SGD over the plain scheme)."""
+    out = tmp_path_factory.mktemp("real") / "run"
+    args = ["run", "--scheme", "plain", "--clients", "3", "--rounds", "2", "--seed", "1"]
+    done = CliRunner().invoke(app, [*args, "--model", "logreg", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    return out
+
+
+def test_a_real_run_passes_every_result_check_and_records_n_in_the_ledger(real_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(real_run, run_dir)
+    assert audit_run(run_dir, canary=False).findings == []
+    result = json.loads((run_dir / "result.json").read_text())
+    n = result["privacy"]["nominal_records"]
+    assert n == (1797 - 359) // 3
+    with PrivacyLedger.open(run_dir / "ledger") as book:
+        assert {e.body["extra"]["nominal_records"] for e in book.entries(kind=KIND_DPSGD)} == {n}
+    # a result.json claiming another N (a smaller q would mean a smaller ε) is a finding
+    edit_result(run_dir, lambda r: r["privacy"].update(nominal_records=10 * n))
+    findings = audit_run(run_dir, canary=False).findings
+    assert any("nominal_records must be the ledger's N" in f for f in findings), findings
