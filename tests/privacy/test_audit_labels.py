@@ -25,3 +25,19 @@ def test_piped_round_line_rounds_epsilon_up():
     out = io.StringIO()
     _round_line(Console(file=out, width=200), Record(), 3)  # type: ignore[arg-type]
     assert "ε max 1.001" in out.getvalue()
+
+
+def test_an_audited_epsilon_other_than_the_ledgers_is_a_finding(tmp_path):
+    from test_audit_report import make_run
+
+    from privacy.audit.report import _client_statuses, _theory_findings
+    from privacy.ledger import KIND_DPSGD, PrivacyLedger
+
+    run_dir = make_run(tmp_path)  # 5 rounds × 10 steps of one mechanism per client
+    with PrivacyLedger.open(run_dir / "ledger") as book:
+        clients = _client_statuses(book, KIND_DPSGD, {})
+        spent = clients[0].epsilon_spent
+        whole = {"audited_client": clients[0].client, "steps": 50, "steps_in_run": 50}
+        assert _theory_findings(_audit(**whole, theoretical_epsilon=spent), book, clients) == []
+        (found,) = _theory_findings(_audit(**whole, theoretical_epsilon=spent / 2), book, clients)
+        assert "differs from the ε" in found
