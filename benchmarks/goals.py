@@ -83,6 +83,11 @@ def _missing(scheme: str, availability: dict[str, dict[str, Any]]) -> str:
     return f"not measured: no successful {scheme} cell in this grid"
 
 
+# The masked vector is 4 B/param (uint32 ring words); issue 10 allows 1.25% for the adverts,
+# encrypted shares, view signatures and frame headers around it.
+MASKING_UPLOAD_GOAL = 4.05
+
+
 def evaluate(
     cells: list[Cell], e2e: dict[str, Any], availability: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -91,7 +96,7 @@ def evaluate(
         goals.append(
             _goal(
                 f"{key}: upload per parameter",
-                "≤ 4 B/param",
+                f"≤ {MASKING_UPLOAD_GOAL} B/param",
                 _pick(cells, key, 0.0),
                 _masking_upload,
                 _missing(key, availability),
@@ -142,13 +147,14 @@ def evaluate(
 
 def _masking_upload(cell: Cell) -> tuple[float, bool, str]:
     bpp = cell["bytes"]["up_per_param"]
-    if bpp <= 4.0:
+    if bpp <= MASKING_UPLOAD_GOAL:
         return bpp, True, ""
     note = (
-        f"{(bpp / 4.0 - 1) * 100:.2g}% over the target: the masked vector itself is 4 B/param "
-        "(uint32); key adverts, encrypted shares, signatures and frame headers add the rest"
+        f"{(bpp / MASKING_UPLOAD_GOAL - 1) * 100:.2g}% over the target: the masked vector "
+        "itself is 4 B/param (uint32); key adverts, encrypted shares, signatures and frame "
+        "headers add the rest"
         if cell["describe"].get("bytes_per_param") == 4
-        else f"{bpp / 4.0:.2f}× over the target (ring words of "
+        else f"{bpp / MASKING_UPLOAD_GOAL:.2f}× over the target (ring words of "
         f"{cell['describe'].get('bytes_per_param', '?')} B)"
     )
     return bpp, False, note

@@ -69,6 +69,7 @@ CONFIG_KEYS: dict[str, str] = {
     "dp-unit": "dp_unit",
     "min-honest": "min_honest",
     "colluders": "colluders",
+    "nominal-records": "nominal_records",
     "seed": "seed",
     "partition": "partition",
     "alpha": "alpha",
@@ -90,6 +91,7 @@ DP_KEYS = (
     "dp-unit",
     "min-honest",
     "colluders",
+    "nominal-records",
 )
 
 
@@ -289,10 +291,10 @@ def privacy_line(result: FederationResult) -> str:
         f"privacy: {mechanism}, {p['guarantee']} (budget ε={p['budget']:g}; "
         f"{p['accountant']}); ledger {where}"
     )
-    if p.get("kind") == "client-level":  # the honest-share assumption and replace-one beside
+    if p.get("kind") == "client-level":  # the honest-share assumption and zero-out beside
         line += (
-            f"; {p['min_honest_derivation']}; replace-one: "
-            f"ε ≤ {format_epsilon(p['replace_one']['epsilon_max'])}"
+            f"; {p['min_honest_derivation']}; zero-out (weaker adjacency): "
+            f"ε ≤ {format_epsilon(p['epsilon_max'])}"
         )
     return line
 
@@ -348,6 +350,11 @@ def run(
     colluders: int | None = typer.Option(
         None,
         help="Client-level DP: clients that may collude with the server (default: t − 1).",
+    ),
+    nominal_records: int | None = typer.Option(
+        None,
+        help="Record-level DP: declared public records per client N; fixes q = B/N and the "
+        "steps (default for the built-in digits: its public train size // clients).",
     ),
     no_dp: bool | None = typer.Option(
         None, "--no-dp", help="Train without differential privacy (DP-SGD is on by default)."
@@ -407,6 +414,7 @@ def run(
         "dp-unit": dp_unit,
         "min-honest": min_honest,
         "colluders": colluders,
+        "nominal-records": nominal_records,
         "no-dp": no_dp,
         "seed": seed,
         "out": str(out) if out else None,
@@ -582,7 +590,7 @@ def _round_line(console: Console, record: RoundRecord, rounds: int) -> None:
         f"{len(record.dropped)} dropped, {record.seconds['total']:.2f} s"
     )
     if record.epsilon_max is not None:
-        line += f", ε max {record.epsilon_max:.3f}"
+        line += f", ε max {format_epsilon(record.epsilon_max)}"  # rounded up, never down
     if record.refused_budget:
         line += f", {len(record.refused_budget)} over budget"
     console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -36,6 +36,7 @@ PRIVACY_SETTINGS: dict[str, Any] = {
     "min_honest": None,
     "max_grad_norm": DEFAULT_MAX_GRAD_NORM,
     "dp_unit": "record",
+    "nominal_records": None,
 }
 # Fewest clients a secure round may sum: a "sum" of one update is that update.
 MIN_SECURE_COHORT = 2
@@ -110,6 +111,9 @@ class FederationConfig:
     dp_unit: str = "record"
     min_honest: int | None = None
     colluders: int | None = None  # client-level DP: declared colluding clients (default t − 1)
+    # record-level DP: declared public records per client N (fixes q and the step count);
+    # required for user data, default for the embedded digits: its public train size // clients
+    nominal_records: int | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in available_schemes():
@@ -155,6 +159,8 @@ class FederationConfig:
                 raise ParameterError(
                     f"min_honest must be ≤ clients ({self.clients}); got {self.min_honest}"
                 )
+        if self.nominal_records is not None:
+            _positive_int("nominal_records", self.nominal_records)
         if self.colluders is not None and (
             isinstance(self.colluders, bool)
             or not isinstance(self.colluders, int)

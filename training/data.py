@@ -20,6 +20,8 @@ from secagg.errors import ParameterError
 
 PARTITIONS = ("iid", "dirichlet")
 DEFAULT_TEST_FRACTION = 0.2
+DIGITS_RECORDS = 1797  # size of the public scikit-learn digits set
+DIGITS_PIXEL_MAX = 16.0  # public pixel range 0..16: the fixed scaling under DP
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -35,6 +37,11 @@ class FederatedData:
     y_test: np.ndarray
     num_classes: int
     name: str = "custom"
+    # Public facts for DP (see threat_model.md): the train-split size of a *public*
+    # dataset (None for user data, whose size is private), and whether features were
+    # scaled with statistics pooled over the private records (refused under DP).
+    public_train_records: int | None = None
+    pooled_scaling: bool = False
 
     def __post_init__(self) -> None:
         for split, x, y in (
@@ -153,6 +160,7 @@ def from_arrays(
         y_test=y_te.astype(np.int64),
         num_classes=int(num_classes),
         name=name,
+        pooled_scaling=bool(standardize),
     )
 
 
@@ -221,18 +229,27 @@ def _materialize(dataset: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
 def load_digits_data(
     *, seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION
 ) -> FederatedData:
-    """scikit-learn's 8×8 digits (1797 samples, 10 classes): ships with sklearn, no download."""
+    """scikit-learn's 8×8 digits (1797 samples, 10 classes): ships with sklearn, no download.
+
+    Pixels (0..16) are scaled by the public constant 1/16, never by statistics of
+    the records, so one record's presence changes no other record's features. The
+    dataset is public, so its train-split size is recorded as a public fact: it
+    fixes the default DP ``nominal_records`` (train size // clients).
+    """
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    return from_arrays(
-        np.asarray(bunch.data, dtype=np.float64),
+    data = from_arrays(
+        np.asarray(bunch.data, dtype=np.float64) / DIGITS_PIXEL_MAX,
         np.asarray(bunch.target, dtype=np.int64),
         test_fraction=test_fraction,
         seed=seed,
+        standardize=False,
         num_classes=10,
         name="digits",
     )
+    public = DIGITS_RECORDS - int(round(test_fraction * DIGITS_RECORDS))
+    return dataclasses.replace(data, public_train_records=public)
 
 
 def _check_clients(clients: int, n: int) -> None:

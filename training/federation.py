@@ -78,6 +78,33 @@ class UtilityWarning(UserWarning):
 # Differential privacy plugs in here, and only here (the work is in privacy_plan).
 
 
+def declared_nominal_records(config: FederationConfig, data: FederatedData) -> int:
+    """N for record-level DP: declared, or the public dataset's train size // clients.
+
+    Never derived from the private records: N fixes q, σ and the step count, so a
+    record-count-dependent N would let one added record change the run's output.
+
+    Raises:
+        ParameterError: record-level DP on user data without a declared N, or on
+            features scaled with statistics pooled over the private records.
+    """
+    if not (config.dp and config.dp_unit == "record"):
+        return 1  # unused without record-level DP
+    if data.pooled_scaling:
+        raise ParameterError(
+            "standardize must be False under DP (a pooled mean/std of the private records "
+            "is released outside DP; scale features with public constants); got True"
+        )
+    if config.nominal_records is not None:
+        return config.nominal_records
+    if data.public_train_records is None:
+        raise ParameterError(
+            "nominal_records must be declared for user data under DP (a public records-per-"
+            "client count, e.g. --nominal-records 150); got None"
+        )
+    return max(1, data.public_train_records // config.clients)
+
+
 def privacy_plan_for(
     config: FederationConfig,
     sizes: dict[PartyId, int],
@@ -180,7 +207,7 @@ class RoundRecord:
     dropped_at: dict[PartyId, int]
     bytes_up_per_client: float | None
     bytes_down_per_client: float | None
-    seconds: dict[str, float]
+    seconds: dict[str, float | None]  # "train" is None under record-level DP (see threat model)
     train_loss: float | None  # None under DP: a noise-free statistic of private data
     aborted: bool = False
     error: str | None = None
@@ -393,8 +420,7 @@ class Federation:
             config,
             {c: int(n) for c, n in zip(self.clients, self.sizes, strict=True)},
             rng=self.rng,
-            # public declaration: the even share of the (public) simulation split
-            nominal_records=max(1, len(self.data.y_train) // config.clients),
+            nominal_records=declared_nominal_records(config, self.data),
         )
         uniform = self.privacy is not None and self.privacy.uniform_weights
         self.weights = np.ones(len(self.sizes)) if uniform else sample_weights(self.sizes)
@@ -437,18 +463,22 @@ class Federation:
             warnings.warn(message, UtilityWarning, stacklevel=2)
 
     def _utility_warnings(self) -> list[str]:
-        """Settings that run but waste the privacy budget (one line each)."""
+        """Settings that waste the privacy budget or weaken its assumption (one line each)."""
+        if self.config.dp and self.config.dp_unit == "client" and self.config.colluders == 0:
+            return [
+                "colluders=0 assumes no client colludes with the server, weaker than the threat "
+                "model's t − 1: the client-level ε holds only if that is true"
+            ]
         if not (self.config.dp and self.config.dp_unit == "record"):
             return []
-        b = self.config.batch_size
-        small = [c for c, n in zip(self.clients, self.sizes, strict=True) if int(n) <= b]
-        if not small:
+        # Public values only: a per-client record count here would be released outside DP.
+        b, n = self.config.batch_size, declared_nominal_records(self.config, self.data)
+        if n > b:
             return []
         return [
-            f"{len(small)} of {len(self.clients)} clients have at most batch_size={b} records "
-            f"(smallest: {int(self.sizes.min())}), so DP-SGD samples all of them every step "
-            "(q = 1, no privacy amplification by sampling) and accuracy suffers; use fewer "
-            "clients or a smaller batch_size"
+            f"the declared nominal_records N={n} is at most batch_size={b}, so DP-SGD samples "
+            "every record every step (q = 1, no privacy amplification by sampling) and "
+            "accuracy suffers; use fewer clients or a smaller batch_size"
         ]
 
     def run(
@@ -691,7 +721,12 @@ class Federation:
             raise BudgetExceededError(
                 f"round {round_number} must have a client within its budget; got none"
             )
-        train_seconds = sum(u.metrics.seconds for u in updates.values())
+        # local training time grows with each client's record count: not released under DP
+        train_seconds = (
+            None
+            if self.privacy is not None
+            else sum(u.metrics.seconds for u in updates.values())
+        )
         train_loss = (
             None
             if self.privacy is not None
@@ -766,7 +801,7 @@ class Federation:
         aggregate: Aggregate | None,
         report: TrafficReport,
         error: str | None,
-        train_seconds: float,
+        train_seconds: float | None,
         train_loss: float | None,
     ) -> RoundRecord:
         participants = list(aggregate.contributors) if aggregate is not None else []

@@ -361,7 +361,11 @@ class PrivacyPlan:
                 sample_rate=s.sample_rate,
                 steps=s.steps_per_round,
                 clip_norm=self.max_grad_norm,
-                extra={"expected_batch_size": self.batch_size, "lr": self.lr},
+                extra={
+                    "expected_batch_size": self.batch_size,
+                    "lr": self.lr,
+                    "nominal_records": self.nominal_records,  # the declared public N
+                },
             )
             self.steps_run[client] += s.steps_per_round
         self.head = self.ledger.head()

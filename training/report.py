@@ -144,9 +144,9 @@ def _render_client_level(p: dict) -> list[str]:
         f"S={p['clip_norm']:g} and adds a noise share of std {p['noise_share_std']:.4g}, so "
         f"the sum carries noise of multiplier z={p['noise_multiplier']:.4g} when at least "
         f"{p['min_honest']} honest clients reach it. Threat model: {p['threat_model']}. "
-        f"Accountant: {p['accountant']}. Largest ε: **{format_epsilon(p['epsilon_max'])}** at "
-        f"δ={p['delta']:g} (budget ε={p['budget']:g}). Guarantee: {p['guarantee']}; "
-        f"replace-one ε ≤ {format_epsilon(p['replace_one']['epsilon_max'])}. "
+        f"Accountant: {p['accountant']}. Guarantee: **{p['guarantee']}**; beside it, under "
+        f"zero-out adjacency (weaker; the ledger's budget ε={p['budget']:g} is in these "
+        f"terms): ε ≤ {format_epsilon(p['epsilon_max'])}. "
         f"{p['min_honest_derivation']}.",
         "",
     ]
@@ -252,7 +252,8 @@ def render_report(result: FederationResult) -> str:
         lines.append(
             f"| {r.round}{status} | {r.accuracy:.4f} | {r.loss:.4f} | {len(r.participants)} "
             f"| {len(r.dropped)} | {_fmt(r.bytes_up_per_client, '.0f')} "
-            f"| {_fmt(r.bytes_down_per_client, '.0f')} | {s['train']:.3f} | {s['protect']:.3f} "
+            f"| {_fmt(r.bytes_down_per_client, '.0f')} | {_fmt(s['train'], '.3f')} "
+            f"| {s['protect']:.3f} "
             f"| {s['aggregate']:.3f} | {s['decrypt']:.3f} | {s['total']:.3f} |"
         )
     lines += [""] + render_privacy(result)

@@ -61,6 +61,12 @@ DEFAULT_CANARIES = 1000
 MAX_AUDIT_STEPS = 2000  # keeps one audit under about a minute on 2 cores
 
 ModelFactory = Callable[[int, int], nn.Module]
+# One DP-SGD step of the audited mechanism on ``model`` in place: (model, features,
+# labels, step index). The audit passes the production client trainer
+# (``PrivacyPlan.train``) so a fault anywhere on that path is observed.
+StepTrainer = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], object]
+CLIP_Z_LIMIT = 5.0  # |z| of the canaries' summed clipped contribution; p ≈ 6e-7 when honest
+SAMPLING_P_LIMIT = 1e-6  # two-sided binomial p-value below which the sampling rate is wrong
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +136,15 @@ class CanaryResult:
     config: CanaryConfig
     seconds: float
     empty_batches: int
+    # Per parameter tensor: (Σ squared residual, count); residual = the observed update
+    # minus the exactly recomputed sum of clipped per-example gradients, i.e. the noise.
+    tensor_noise: dict[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
+    sampled_rows: int = 0  # rows the trainer actually used, over all steps
+    row_trials: int = 0  # dataset rows × steps (Binomial(trials, q) if sampling is honest)
+    clip_z: float = 0.0  # Σ(x − clipped signal) / (σC√K) over sampled canary-steps
+    clip_excess: float = 0.0  # mean (unclipped − clipped) column norm: the test's power, in σC
+    clip_samples: int = 0
+    bad_forwards: int = 0  # steps where the trainer did not run exactly one forward pass
 
     def __repr__(self) -> str:  # the bits are the audit's secret until scored
         return (
@@ -235,6 +250,7 @@ class _Probe:
 
     direction: torch.Tensor  # (m, h): unit vectors; column descent moves along −direction
     signal: torch.Tensor  # (m,): norm of the clipped gradient restricted to the column
+    unclipped: torch.Tensor  # (m,): the same before clipping (what a no-clip bug adds)
 
 
 def _probe(
@@ -272,7 +288,7 @@ def _probe(
     column_norm = first.norm(dim=1) * CANARY_SCALE
     clip_factor = torch.clamp(clip / (norm_sq.sqrt() + 1e-6), max=1.0)
     direction = first / first.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    return _Probe(direction, column_norm * clip_factor)
+    return _Probe(direction, column_norm * clip_factor, column_norm)
 
 
 def _step_llr(x: torch.Tensor, signal: torch.Tensor, *, q: float, noise_std: float) -> torch.Tensor:
@@ -311,19 +327,26 @@ def run_canary_experiment(
     rng: ByteSource,
     noise: SecureGaussian | None = None,
     model_factory: ModelFactory | None = None,
+    trainer: StepTrainer | None = None,
 ) -> CanaryResult:
     """Insert m canaries (each with probability 1/2), train with DP-SGD, score each.
 
     Args:
         base_features, base_labels: ordinary training data the canaries hide in
-            (may be empty); features are flattened to ``(n, d)``.
+            (may be empty); features are flattened to ``(n, d)``; duplicate rows are
+            dropped so every row the trainer uses is identified exactly.
         config: the audited mechanism (claimed σ, q, steps, clip, lr, δ).
         num_classes: label range of the model.
         rng: CSPRNG for inclusion bits, canary labels, Poisson sampling and the
             instrument's initial weights.
-        noise: the DP noise source; default a :class:`SecureGaussian` on the OS CSPRNG.
+        noise: the DP noise source for the direct trainer; default a
+            :class:`SecureGaussian` on the OS CSPRNG.
         model_factory: ``(in_features, num_classes) -> nn.Module`` built only of
             Linear layers and parameter-free activations; default logistic regression.
+        trainer: one step of the audited mechanism (the audit passes the production
+            client trainer); default :func:`privacy.dpsgd.train_dp_sgd` with one step.
+            It must train with plain SGD at ``config.lr`` and normalizer
+            ``q·(n + m/2)`` so the observed update inverts to the noisy gradient sum.
 
     Security: inclusion bits are the audit's ground truth; they are returned
     to the caller and never logged.
@@ -341,6 +364,7 @@ def run_canary_experiment(
     _count("num_classes", num_classes, 2, 1_000_000)
     if by.numel() and (int(by.min()) < 0 or int(by.max()) >= num_classes):
         raise PrivacyParameterError(f"base labels must be in [0, {num_classes})")
+    bx, by = _unique_rows(bx, by)
 
     m = config.canaries
     started = time.perf_counter()
@@ -353,20 +377,102 @@ def run_canary_experiment(
     _init_linear(model, _torch_generator(source))
     # Public normalizer: q × the *expected* dataset size (base + m/2), not the
     # realized count, so the update scale carries no information about the bits.
-    normalizer = config.sample_rate * (bx.shape[0] + m / 2)
-    scores, squares, empty = _observe_training(
-        model, linears, features, targets, canary_x, canary_y, config, noise, source, normalizer
+    normalizer = normalizer_for(config.sample_rate, bx.shape[0], m)
+    step = trainer or _direct_trainer(config, normalizer, noise, source)
+    obs = _observe_training(
+        model, linears, features, targets, canary_x, canary_y, config, step, normalizer
     )
     return CanaryResult(
-        scores=scores,
+        scores=obs.scores.numpy(),
         included=included,
-        noise_squares=squares,
+        noise_squares=obs.squares.numpy(),
         noise_samples_per_canary=config.steps * int(linears[0].weight.shape[0]),
         theoretical_epsilon=config.theoretical_epsilon(),
         config=config,
         seconds=time.perf_counter() - started,
-        empty_batches=empty,
+        empty_batches=obs.empty,
+        tensor_noise={k: (float(v), obs.tensor_counts[k]) for k, v in obs.tensor_sq.items()},
+        sampled_rows=obs.sampled_rows,
+        row_trials=int(features.shape[0]) * config.steps,
+        clip_z=obs.clip_sum
+        / (config.noise_multiplier * config.max_grad_norm)
+        / math.sqrt(max(obs.clip_count, 1)),
+        clip_excess=obs.clip_excess
+        / max(obs.clip_count, 1)
+        / (config.noise_multiplier * config.max_grad_norm),
+        clip_samples=obs.clip_count,
+        bad_forwards=obs.bad_forwards,
     )
+
+
+def normalizer_for(sample_rate: float, base_rows: int, canaries: int) -> float:
+    """The public loss normalizer of the experiment: q × the expected dataset size."""
+    return sample_rate * (base_rows + canaries / 2)
+
+
+def _unique_rows(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop repeated feature rows (first kept), so a row identifies its record."""
+    seen: set[bytes] = set()
+    keep = []
+    for i in range(x.shape[0]):
+        key = x[i].numpy().tobytes()
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    index = torch.tensor(keep, dtype=torch.int64)
+    return x[index], y[index]
+
+
+def _direct_trainer(
+    config: CanaryConfig, normalizer: float, noise: SecureGaussian, source: ByteSource
+) -> StepTrainer:
+    params = DPSGDParams(
+        noise_multiplier=config.trained_noise_multiplier,
+        max_grad_norm=config.max_grad_norm,
+        sample_rate=config.sample_rate,
+        steps=1,
+        expected_batch_size=normalizer,
+    )
+
+    def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: int) -> object:
+        return train_dp_sgd(model, x, y, params=params, lr=config.lr, noise=noise, sampler=source)
+
+    return step
+
+
+@dataclasses.dataclass
+class _Observed:
+    scores: torch.Tensor
+    squares: torch.Tensor
+    tensor_sq: dict[str, float]
+    tensor_counts: dict[str, int]
+    empty: int = 0
+    sampled_rows: int = 0
+    clip_sum: float = 0.0
+    clip_excess: float = 0.0
+    clip_count: int = 0
+    bad_forwards: int = 0
+
+
+def _clipped_sum(
+    model: nn.Module,
+    before: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clip: float,
+) -> dict[str, torch.Tensor]:
+    """Σ of per-example gradients clipped to ``clip`` (Opacus's factor) at ``before``."""
+    if x.shape[0] == 0:
+        return {k: torch.zeros_like(v) for k, v in before.items()}
+
+    def loss(params: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        out = torch.func.functional_call(model, params, (xi.unsqueeze(0),))
+        return nn.functional.cross_entropy(out, yi.unsqueeze(0), reduction="sum")
+
+    grads = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(before, x, y)
+    norms = torch.sqrt(sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()))
+    factor = torch.clamp(clip / (norms + 1e-6), max=1.0)
+    return {k: torch.einsum("i,i...->...", factor, g) for k, g in grads.items()}
 
 
 def _observe_training(
@@ -377,40 +483,76 @@ def _observe_training(
     canary_x: torch.Tensor,
     canary_y: torch.Tensor,
     config: CanaryConfig,
-    noise: SecureGaussian,
-    source: ByteSource,
+    trainer: StepTrainer,
     normalizer: float,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Run ``config.steps`` DP-SGD steps one at a time; score every canary per step.
+) -> _Observed:
+    """Run ``config.steps`` DP-SGD steps one at a time through ``trainer``; observe each.
 
-    Also returns, per canary, the sum of squares of its column's movement in units
-    of the noise (divided by lr / normalizer): for an excluded canary no example
-    touches that column, so these are pure samples of the noise actually applied.
+    Per step the auditor sees which rows the trainer fed the model (a forward
+    pre-hook: rows are unique), so it checks the sampling rate, recomputes the
+    exact clipped gradient sum of that batch, and takes the rest of every
+    parameter tensor's update as the noise actually applied. Per canary it also
+    keeps the column movement in noise units (pure noise when excluded) and the
+    per-step likelihood-ratio score under the *claimed* σ.
     """
     d = features.shape[1] - canary_x.shape[0]
+    m = canary_x.shape[0]
     column = linears[0].weight  # (h, d + m): canary i owns column d + i
-    params = DPSGDParams(
-        noise_multiplier=config.trained_noise_multiplier,
-        max_grad_norm=config.max_grad_norm,
-        sample_rate=config.sample_rate,
-        steps=1,
-        expected_batch_size=normalizer,
-    )
-    # The canary column moves by lr / normalizer per unit of (clipped gradient + noise).
-    scale = config.lr / normalizer
+    row_of = {features[i].numpy().tobytes(): i for i in range(features.shape[0])}
+    scale = config.lr / normalizer  # an SGD step moves by lr / normalizer × noisy sum
     noise_std = config.noise_multiplier * config.max_grad_norm  # the *claimed* noise
-    scores = torch.zeros(canary_x.shape[0], dtype=torch.float64)
-    squares = torch.zeros(canary_x.shape[0], dtype=torch.float64)
-    empty = 0
-    for _ in range(config.steps):
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    column_name = next(n for n, p in model.named_parameters() if p is column)
+    # canary index of each row (−1 for base rows): the one non-zero canary coordinate
+    marks = features[:, d:]
+    canary_of = torch.where(marks.abs().sum(1) > 0, marks.abs().argmax(1), -1)
+    obs = _Observed(
+        scores=torch.zeros(m, dtype=torch.float64),
+        squares=torch.zeros(m, dtype=torch.float64),
+        tensor_sq=dict.fromkeys(names, 0.0),
+        tensor_counts=dict.fromkeys(names, 0),
+    )
+    batches: list[torch.Tensor] = []
+
+    def capture(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        batches.append(args[0].detach().clone())
+
+    for index in range(config.steps):
         probe = _probe(model, linears, canary_x, canary_y, config.max_grad_norm)
-        before = column.detach()[:, d:].double().clone()
-        stats = train_dp_sgd(
-            model, features, targets, params=params, lr=config.lr, noise=noise, sampler=source
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+        batches.clear()
+        handle = model.register_forward_pre_hook(capture)
+        try:
+            trainer(model, features, targets, index)
+        finally:
+            handle.remove()
+        if len(batches) != 1:
+            obs.bad_forwards += 1
+            continue
+        rows = torch.tensor(
+            [row_of.get(r.numpy().tobytes(), -1) for r in batches[0]], dtype=torch.int64
         )
-        empty += stats.empty_batches
-        moved = (before - column.detach()[:, d:].double()).T / scale  # (m, h), descent sign
-        x = (moved * probe.direction).sum(dim=1)
-        scores += _step_llr(x, probe.signal, q=config.sample_rate, noise_std=noise_std)
-        squares += moved.pow(2).sum(dim=1)
-    return scores.numpy(), squares.numpy(), empty
+        if bool((rows < 0).any()):  # the trainer fed rows that are not the data set
+            obs.bad_forwards += 1
+            continue
+        obs.sampled_rows += int(rows.numel())
+        obs.empty += int(rows.numel() == 0)
+        clipped = _clipped_sum(model, before, features[rows], targets[rows], config.max_grad_norm)
+        after = dict(model.named_parameters())
+        for n in names:
+            moved = (before[n] - after[n].detach()).double() / scale
+            residual = moved - clipped[n].double()
+            obs.tensor_sq[n] += float(residual.pow(2).sum())
+            obs.tensor_counts[n] += residual.numel()
+        moved_cols = before[column_name][:, d:] - column.detach()[:, d:]
+        moved_cols = moved_cols.double().T / scale  # (m, h), descent sign
+        x = (moved_cols * probe.direction).sum(dim=1)
+        obs.scores += _step_llr(x, probe.signal, q=config.sample_rate, noise_std=noise_std)
+        obs.squares += moved_cols.pow(2).sum(dim=1)
+        hit = canary_of[rows]
+        hit = hit[hit >= 0]
+        # a sampled canary adds exactly its clipped column gradient (+ noise) along its direction
+        obs.clip_sum += float((x[hit] - probe.signal[hit]).sum())
+        obs.clip_excess += float((probe.unclipped[hit] - probe.signal[hit]).sum())
+        obs.clip_count += int(hit.numel())
+    return obs

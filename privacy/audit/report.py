@@ -27,18 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from dp_accounting import dp_event
 
 from privacy import accounting
 from privacy.audit import stats
 from privacy.audit.canary import (
+    CLIP_Z_LIMIT,
     DEFAULT_CANARIES,
     MAX_AUDIT_STEPS,
+    SAMPLING_P_LIMIT,
     CanaryConfig,
     ModelFactory,
+    StepTrainer,
+    normalizer_for,
     run_canary_experiment,
 )
-from privacy.errors import LedgerIntegrityError, PrivacyError
+from privacy.errors import LedgerIntegrityError, PrivacyError, PrivacyParameterError
 from privacy.ledger import (
     KIND_BUDGET,
     KIND_CLIENT_LEVEL,
@@ -125,6 +130,16 @@ class CanaryAudit:
     seconds: float
     method: str
     noise: stats.NoiseScaleCheck  # the applied noise std vs σ·C: has power at every ε
+    # the noise actually applied to EVERY parameter tensor (update − exact clipped sum)
+    tensor_noise: dict[str, stats.NoiseScaleCheck] = dataclasses.field(default_factory=dict)
+    sampled_rows: int = 0  # rows the production trainer used, over all audited steps
+    row_trials: int = 0  # rows × steps: Binomial(row_trials, q) when sampling is honest
+    sampling_p_value: float = 1.0
+    clip_z: float = 0.0  # canaries' summed contribution minus C·direction, in σC·√K
+    clip_excess: float = 0.0  # mean unclipped − clipped canary norm in σC: the clip test's power
+    clip_samples: int = 0
+    bad_forwards: int = 0
+    trainer: str = "privacy.dpsgd.train_dp_sgd"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,26 +403,173 @@ def _coverage_findings(result: Mapping[str, Any], ledger: PrivacyLedger) -> list
         for client in record.get("participants") or []:
             if isinstance(r, int) and not ledger.has_entry(str(client), r, KIND_DPSGD):
                 missing.append(f"{client}@{r}")
+    reported = {r.get("round") for r in result.get("rounds") or [] if isinstance(r, dict)}
+    unreported = sorted({e.round for e in ledger.entries(kind=KIND_DPSGD)} - reported)
+    found = []
+    if unreported:
+        found.append(f"ledger spends in rounds absent from result.json: {unreported[:10]}")
     if not missing:
-        return []
+        return found
     shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
-    return [f"rounds not covered by the ledger ({len(missing)} client-rounds): {shown}"]
+    return [f"rounds not covered by the ledger ({len(missing)} client-rounds): {shown}", *found]
+
+
+def _understates(reported: float, recomputed: float) -> bool:
+    """A reported ε below the recomputed one, beyond float noise, is a false claim."""
+    return reported < recomputed - 1e-9 * max(1.0, recomputed)
 
 
 def _epsilon_findings(clients: list[ClientStatus]) -> list[str]:
     found = []
     for c in clients:
-        if c.epsilon_in_result is not None and not math.isclose(
-            c.epsilon_in_result, c.epsilon_spent, rel_tol=0.01, abs_tol=1e-9
+        reported = c.epsilon_in_result
+        if reported is not None and (
+            _understates(reported, c.epsilon_spent)
+            or not math.isclose(reported, c.epsilon_spent, rel_tol=0.01, abs_tol=1e-9)
         ):
             found.append(
-                f"{c.client}: result.json reports ε={c.epsilon_in_result:.4f}, "
-                f"the ledger {c.epsilon_spent:.4f}"
+                f"{c.client}: result.json reports ε={reported:.6f}, "
+                f"the ledger {c.epsilon_spent:.6f}"
             )
         if c.budget_epsilon is not None and c.epsilon_spent > c.budget_epsilon * (1 + 1e-9):
             found.append(
                 f"{c.client}: ε spent {c.epsilon_spent:.4f} exceeds its budget "
                 f"{c.budget_epsilon:.4f}"
+            )
+    return found
+
+
+# result.json's "unit" for the ledger's record-level unit (training.privacy_plan.UNIT)
+_RESULT_UNIT = {"one training record of one client": "record-level, per client"}
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else None
+
+
+def _headline_findings(
+    privacy: Mapping[str, Any], ledger: PrivacyLedger, clients: list[ClientStatus]
+) -> list[str]:
+    """result.json's ε max, δ, unit, adjacency and guarantee line must be the ledger's."""
+    first = ledger.entries(kind=KIND_DPSGD)[0].body
+    eps_max = max(c.epsilon_spent for c in clients)
+    delta = clients[0].delta
+    found = []
+    reported_max = _number(privacy.get("epsilon_max"))
+    if reported_max is None or _understates(reported_max, eps_max):
+        found.append(
+            f"result.json epsilon_max must be at least the ledger's {eps_max:.6f}; "
+            f"got {privacy.get('epsilon_max')!r}"
+        )
+    if _number(privacy.get("delta")) != delta:
+        found.append(
+            f"result.json delta must be the ledger's {delta:g}; got {privacy.get('delta')!r}"
+        )
+    if "adjacency" in privacy and privacy["adjacency"] != first.get("adjacency"):
+        found.append(
+            f"result.json adjacency must be the ledger's {first.get('adjacency')!r}; "
+            f"got {privacy['adjacency']!r}"
+        )
+    unit = _RESULT_UNIT.get(str(first.get("unit")))
+    if "unit" in privacy and privacy["unit"] != unit:
+        found.append(f"result.json unit must be {unit!r}; got {privacy['unit']!r}")
+    found += _schedule_findings(privacy, ledger)
+    if "guarantee" in privacy:
+        expected = accounting.guarantee_label(
+            unit=str(first.get("unit")),
+            adjacency=str(first.get("adjacency")),
+            epsilon=eps_max,
+            delta=delta,
+        )
+        if privacy["guarantee"] != expected:
+            found.append(
+                f"result.json guarantee must read {expected!r}; got {privacy['guarantee']!r}"
+            )
+    return found
+
+
+def _schedule_findings(privacy: Mapping[str, Any], ledger: PrivacyLedger) -> list[str]:
+    """q must be min(1, B/N) of the declared N and public B that the ledger records."""
+    found = []
+    for e in ledger.entries(kind=KIND_DPSGD):
+        extra = e.body.get("extra")
+        n = extra.get("nominal_records") if isinstance(extra, dict) else None
+        b = extra.get("expected_batch_size") if isinstance(extra, dict) else None
+        if n is None or b is None:
+            continue  # a ledger from before N was recorded
+        if privacy.get("nominal_records") != n:
+            found.append(
+                f"result.json nominal_records must be the ledger's N = {n}; "
+                f"got {privacy.get('nominal_records')!r}"
+            )
+            break
+        q = e.body.get("sample_rate")
+        if not (isinstance(n, int) and isinstance(b, int | float) and n > 0) or q != min(
+            1.0, b / n
+        ):
+            found.append(
+                f"{e.client}@{e.round}: q = {q} is not min(1, B/N) of the recorded "
+                f"B = {b}, N = {n}"
+            )
+    return found
+
+
+def _round_epsilon_findings(result: Mapping[str, Any], clients: list[ClientStatus]) -> list[str]:
+    """Each round's reported ε (per client and max) must not be below the ledger's after it."""
+    after = {c.client: dict(c.rounds) for c in clients}
+    found = []
+    for record in result.get("rounds") or []:
+        r = record.get("round") if isinstance(record, dict) else None
+        per_client = record.get("epsilon") if isinstance(record, dict) else None
+        if not isinstance(r, int) or not isinstance(per_client, dict):
+            continue
+        for client, value in per_client.items():
+            truth = after.get(str(client), {}).get(r)
+            reported = _number(value)
+            if truth is not None and (reported is None or _understates(reported, truth)):
+                found.append(
+                    f"{client}@{r}: result.json round ε {value!r} is below the ledger's {truth:.6f}"
+                )
+        truths = [after[c][r] for c in after if r in after[c]]
+        reported_max = _number(record.get("epsilon_max"))
+        if (
+            "epsilon_max" in record
+            and truths
+            and (reported_max is None or _understates(reported_max, max(truths)))
+        ):
+            found.append(
+                f"round {r}: result.json epsilon_max is below the ledger's {max(truths):.6f}"
+            )
+    return found
+
+
+def _event_findings(ledger: PrivacyLedger) -> list[str]:
+    """Each spend entry's DP event must be exactly the one its body's σ, q, steps describe.
+
+    The ε of record is composed from the stored events while the canary audit
+    trains with the body's σ, q: a rewritten event (e.g. a larger σ) with a
+    consistent ε and a re-made pin would otherwise be certified.
+    """
+    found = []
+    for e in ledger.entries(kind=KIND_DPSGD):
+        body = e.body
+        try:
+            rebuilt = accounting.sgd_event(
+                noise_multiplier=float(body["noise_multiplier"]),
+                sample_rate=float(body["sample_rate"]),
+                steps=int(body["steps"]),
+            )
+            stored = e.event
+        except (KeyError, TypeError, ValueError, PrivacyError):
+            found.append(
+                f"{e.client}@{e.round}: entry {e.seq} must record σ, q, steps and an event"
+            )
+            continue
+        if stored is None or accounting.event_to_json(rebuilt) != accounting.event_to_json(stored):
+            found.append(
+                f"{e.client}@{e.round}: entry {e.seq}'s DP event does not match its σ = "
+                f"{body['noise_multiplier']}, q = {body['sample_rate']}, steps = {body['steps']}"
             )
     return found
 
@@ -528,11 +690,15 @@ def run_canary_audit(
     actual_noise_multiplier: float | None = None,
     base_data: tuple[np.ndarray, np.ndarray, int] | None = None,
     model_factory: ModelFactory | None = None,
+    production: bool = True,
 ) -> CanaryAudit:
     """Run the one-run canary audit of DP-SGD(σ, q, steps, C) and score it.
 
     ``actual_noise_multiplier`` injects a fault (train with a σ different from
-    the claimed one) to test the auditor itself.
+    the claimed one) to test the auditor itself; it needs ``production=False``
+    (the direct :func:`privacy.dpsgd.train_dp_sgd` step, for unit tests only).
+    ``production=True`` (the default, and what ``secagg audit`` uses) drives every
+    step through the client trainer the federation runs, ``PrivacyPlan.train``.
     """
     source = OsByteSource() if rng_source is None else check_byte_source("rng_source", rng_source)
     audited = min(steps, MAX_AUDIT_STEPS)
@@ -547,6 +713,25 @@ def run_canary_audit(
         actual_noise_multiplier=actual_noise_multiplier,
     )
     x, y, classes = base_data if base_data is not None else _public_base_data()
+    trainer = None
+    if production:
+        if actual_noise_multiplier is not None:
+            raise PrivacyParameterError(
+                "actual_noise_multiplier must be None for the production trainer; got "
+                f"{actual_noise_multiplier}"
+            )
+        rows = len(np.unique(np.asarray(x).reshape(len(x), -1), axis=0))  # as the experiment
+        normalizer = normalizer_for(sample_rate, rows, canaries)
+        trainer = production_step_trainer(
+            client=client,
+            noise_multiplier=noise_multiplier,
+            sample_rate=sample_rate,
+            clip_norm=clip_norm,
+            lr=lr,
+            delta=delta,
+            normalizer=normalizer,
+            seed=source.random_bytes(32),
+        )
     result = run_canary_experiment(
         x,
         y,
@@ -555,6 +740,7 @@ def run_canary_audit(
         rng=source,
         noise=SecureGaussian(source),
         model_factory=model_factory,
+        trainer=trainer,
     )
     bound = stats.one_run_audit(result.scores, result.included, delta=delta)
     fit = stats.gaussian_fit_estimate(result.scores, result.included, delta=delta)
@@ -594,7 +780,89 @@ def run_canary_audit(
             "applied, estimated from the excluded canaries' pure-noise columns (χ² interval)"
         ),
         noise=noise_check,
+        tensor_noise={
+            name: stats.noise_scale_check(
+                np.array([sq]),
+                np.array([False]),
+                samples_per_canary=max(count, 1),
+                claimed_std=noise_multiplier * clip_norm,
+            )
+            for name, (sq, count) in result.tensor_noise.items()
+        },
+        sampled_rows=result.sampled_rows,
+        row_trials=result.row_trials,
+        sampling_p_value=_binomial_p(result.sampled_rows, result.row_trials, sample_rate),
+        clip_z=result.clip_z,
+        clip_excess=result.clip_excess,
+        clip_samples=result.clip_samples,
+        bad_forwards=result.bad_forwards,
+        trainer=(
+            "training.privacy_plan.PrivacyPlan.train"
+            if production
+            else "privacy.dpsgd.train_dp_sgd"
+        ),
     )
+
+
+def _binomial_p(successes: int, trials: int, q: float) -> float:
+    if trials == 0 or q >= 1.0:
+        return 1.0 if successes == trials else 0.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(successes, trials, q).pvalue)
+
+
+def production_step_trainer(
+    *,
+    client: str,
+    noise_multiplier: float,
+    sample_rate: float,
+    clip_norm: float,
+    lr: float,
+    delta: float,
+    normalizer: float,
+    seed: bytes,
+) -> StepTrainer:
+    """One DP-SGD step through the federation's client trainer, ``PrivacyPlan.train``.
+
+    The plan is built like a run's (σ given, C, δ, plain SGD at ``lr``); its schedule
+    is then set to one step of the recorded q with the experiment's public
+    normalizer, so every audited step is one call of the production trainer with
+    the production noise source, sampler fork and budget guard.
+    """
+    from secagg.rand import DeterministicRng
+    from training.client import LocalSettings, LocalTask
+    from training.privacy_plan import PrivacyPlan
+
+    plan = PrivacyPlan(
+        [client],
+        nominal_records=1,
+        rounds=1,
+        batch_size=1,
+        local_epochs=1,
+        lr=lr,
+        optimizer="sgd",
+        target_epsilon=1.0,
+        budget_epsilon=1e9,  # the audit's own run: the guard must not stop it
+        delta=delta,
+        max_grad_norm=clip_norm,
+        noise_multiplier=noise_multiplier,
+        rng=DeterministicRng(seed),
+    )
+    schedule = plan.schedules[client]
+    params = dataclasses.replace(
+        schedule.params, sample_rate=sample_rate, steps=1, expected_batch_size=normalizer
+    )
+    plan.schedules[client] = dataclasses.replace(
+        schedule, sample_rate=sample_rate, steps_per_round=1, params=params
+    )
+    settings = LocalSettings(epochs=1, batch_size=1, lr=lr, optimizer="sgd")
+    generator = torch.Generator().manual_seed(0)  # unused by the DP trainer (no shuffling)
+
+    def step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, index: int) -> object:
+        return plan.train(LocalTask(client, index + 1, model, x, y, settings, generator))
+
+    return step
 
 
 def _noise_findings(check: stats.NoiseScaleCheck) -> list[str]:
@@ -614,21 +882,84 @@ def _noise_findings(check: stats.NoiseScaleCheck) -> list[str]:
     ]
 
 
+def _mechanism_findings(audit: CanaryAudit) -> list[str]:
+    """Noise on every tensor, the sampling rate and per-example clipping, each checked directly."""
+    found = []
+    for name, check in audit.tensor_noise.items():
+        if check.verdict in (stats.NOISE_TOO_LOW, stats.NOISE_TOO_HIGH):
+            found.append(
+                f"noise on parameter {name} {check.verdict}: applied std is {check.ratio:.3f}× "
+                f"the claimed σ·C = {check.claimed_std:.4g} ({check.samples} samples)"
+            )
+    if audit.bad_forwards:
+        found.append(
+            f"the trainer did not run exactly one batch of the data set per step in "
+            f"{audit.bad_forwards} of {audit.steps} steps: the recorded steps are not what ran"
+        )
+    if audit.sampling_p_value < SAMPLING_P_LIMIT:
+        rate = audit.sampled_rows / audit.row_trials if audit.row_trials else math.nan
+        found.append(
+            f"sampling rate mismatch: rows were sampled at rate {rate:.4f}, the ledger "
+            f"records q = {audit.sample_rate:.4f} (binomial p = {audit.sampling_p_value:.1e})"
+        )
+    if abs(audit.clip_z) > CLIP_Z_LIMIT:
+        found.append(
+            f"per-example clipping broken: sampled canaries moved the model by "
+            f"{audit.clip_z:+.1f} σ from their clipped gradient (C = {audit.clip_norm:g}, "
+            f"{audit.clip_samples} canary-steps)"
+        )
+    return found
+
+
+def _theory_findings(
+    audit: CanaryAudit, ledger: PrivacyLedger, clients: list[ClientStatus]
+) -> list[str]:
+    """When the audited mechanism is the client's whole run, its ε must be the ledger's."""
+    mechanisms = {
+        (e.body.get("noise_multiplier"), e.body.get("sample_rate"), e.body.get("clip_norm"))
+        for e in ledger.entries(client=audit.audited_client, kind=KIND_DPSGD)
+        if e.body.get("steps")
+    }
+    if len(mechanisms) != 1 or audit.steps != audit.steps_in_run:
+        return []
+    spent = next(c.epsilon_spent for c in clients if c.client == audit.audited_client)
+    if math.isclose(audit.theoretical_epsilon, spent, rel_tol=1e-3):
+        return []
+    return [
+        f"{audit.audited_client}: the audited mechanism's ε {audit.theoretical_epsilon:.4f} "
+        f"differs from the ε {spent:.4f} the ledger's events compose to"
+    ]
+
+
+def _production_model(result: Mapping[str, Any]) -> ModelFactory | None:
+    """The run's own model architecture (``config.model``), when the run recorded one."""
+    from training.models import MODELS
+
+    config = result.get("config")
+    name = config.get("model") if isinstance(config, dict) else None
+    return MODELS.get(name) if isinstance(name, str) else None
+
+
 def _canary_warnings(audit: CanaryAudit) -> list[str]:
     """Caveats that are not violations: a blind spot, or an estimate far above the claim."""
     out = []
+    claimed = accounting.format_epsilon(audit.theoretical_epsilon)  # rounded up
     if audit.verdict == stats.CONSISTENT and audit.theoretical_epsilon >= audit.ceiling:
         out.append(
-            f"note: the claimed ε {audit.theoretical_epsilon:.3f} is above what {audit.canaries} "
+            f"note: the claimed ε {claimed} is above what {audit.canaries} "
             f"canaries can certify ({audit.ceiling:.3f}); the bound checks consistency but could "
             "not reveal a violation at this ε (the noise-scale check can)"
+        )
+    if audit.trainer.startswith("training.") and _clip_power(audit) < 2 * CLIP_Z_LIMIT:
+        out.append(
+            f"note: the canaries' gradients barely exceed C = {audit.clip_norm:g}, so the "
+            "clipping check could not reveal disabled clipping on this run"
         )
     if audit.gaussian_epsilon_estimate > SUSPICIOUS_ESTIMATE_RATIO * audit.theoretical_epsilon:
         out.append(
             f"warning: the Gaussian-fit estimate {audit.gaussian_epsilon_estimate:.3f} is more "
             f"than {SUSPICIOUS_ESTIMATE_RATIO:g}× the theoretical ε "
-            f"{audit.theoretical_epsilon:.3f}; an estimate is not proof, but the noise may be "
-            "smaller than recorded"
+            f"{claimed}; an estimate is not proof, but the noise may be smaller than recorded"
         )
     return out
 
@@ -713,6 +1044,9 @@ def _build_report(
         + _coverage_findings(result, ledger)
         + _epsilon_findings(clients)
         + _recompute_finding(ledger)
+        + _event_findings(ledger)
+        + _headline_findings(privacy, ledger, clients)
+        + _round_epsilon_findings(result, clients)
     )
     guarantee = _guarantee(ledger, clients, findings, privacy.get("pin"))
     caveats: list[str] = []
@@ -735,15 +1069,16 @@ def _build_report(
             rng_source=rng_source,
             canaries=canaries,
             base_data=base_data,
-            model_factory=model_factory,
+            model_factory=model_factory or _production_model(result),
         )
         if audit.verdict == stats.VIOLATION:
             findings.append(
                 f"canary audit lower bound {audit.lower_bound:.3f} exceeds the theoretical "
-                f"ε {audit.theoretical_epsilon:.3f}: the DP implementation or its accounting is "
-                "broken"
+                f"ε {accounting.format_epsilon(audit.theoretical_epsilon)}: the DP "
+                "implementation or its accounting is broken"
             )
-        findings += _noise_findings(audit.noise)
+        findings += _noise_findings(audit.noise) + _mechanism_findings(audit)
+        findings += _theory_findings(audit, ledger, clients)
         caveats += _canary_warnings(audit)
     scheme = result.get("scheme")
     return AuditReport(
@@ -898,8 +1233,28 @@ def _canary_rows(a: CanaryAudit) -> list[tuple[str, str]]:
             f"{a.noise.samples} pure-noise samples)",
         ),
         ("noise-scale verdict", a.noise.verdict),
+        ("trainer", a.trainer),
+        (
+            "noise per tensor",
+            ", ".join(f"{n} {c.ratio:.3f}× ({c.verdict})" for n, c in a.tensor_noise.items()),
+        ),
+        (
+            "sampling rate",
+            f"{a.sampled_rows}/{a.row_trials} rows used vs q = {a.sample_rate:.4g} "
+            f"(binomial p = {a.sampling_p_value:.2g})",
+        ),
+        (
+            "clipping",
+            f"z = {a.clip_z:+.2f} over {a.clip_samples} sampled canary-steps "
+            f"(a no-clip bug would shift it by {_clip_power(a):.1f})",
+        ),
         ("seconds", f"{a.seconds:.1f}"),
     ]
+
+
+def _clip_power(audit: CanaryAudit) -> float:
+    """The z shift a disabled clip would add: mean excess norm (in σC) × √K."""
+    return audit.clip_excess * math.sqrt(audit.clip_samples)
 
 
 def render_markdown(report: AuditReport) -> str:

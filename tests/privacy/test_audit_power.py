@@ -19,7 +19,7 @@ DELTA = 1e-5
 Q, STEPS, CLIP = 0.1, 10, 1.0
 
 
-def make_run(run_dir, target_epsilon):
+def make_run(run_dir, target_epsilon, model=None):
     """A one-client run directory whose σ is calibrated to ``target_epsilon``."""
     run_dir.mkdir(parents=True)
     sigma = accounting.calibrate_noise_multiplier(
@@ -50,7 +50,7 @@ def make_run(run_dir, target_epsilon):
     privacy["pin"] = pin_digest(privacy)
     result = {
         "scheme": "plain",
-        "config": {"lr": 0.5},
+        "config": {"lr": 0.5} | ({"model": model} if model else {}),
         "rounds": [{"round": 1, "participants": ["client/0"]}],
         "privacy": privacy,
     }

@@ -21,7 +21,7 @@ from secagg.errors import ParameterError
 from secagg.rand import DeterministicRng
 from training.client import train_local
 from training.config import PRIVACY_SETTINGS
-from training.federation import Federation, FederationConfig, run_federation
+from training.federation import Federation, FederationConfig, UtilityWarning, run_federation
 
 DELTA = 1e-5
 # Small, fast DP runs: 3 clients of ~479 records, one local epoch of 8 steps at q≈0.134.
@@ -322,6 +322,12 @@ CLIENT_LEVEL = {
 }
 
 
+def test_zero_declared_colluders_warns(tmp_path):
+    config = FederationConfig(**CLIENT_LEVEL, rounds=1, colluders=0)
+    with pytest.warns(UtilityWarning, match="colluders=0 assumes no client colludes"):
+        Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger").close()
+
+
 def test_client_level_run_is_accounted_in_its_own_ledger_kind(tmp_path):
     from privacy.ledger import KIND_CLIENT_LEVEL
 
@@ -336,8 +342,17 @@ def test_client_level_run_is_accounted_in_its_own_ledger_kind(tmp_path):
     # the label: the unit is a participant's update, zero-out adjacency, participation public
     assert p["adjacency"] == "zero-out (the update replaced by zeros)"
     assert "not whether it took part" in p["unit"] and "public" in p["participation"]
-    assert p["guarantee"].endswith("under zero-out (the update replaced by zeros) adjacency")
-    assert f"ε ≤ {math.ceil(p['epsilon_max'] * 1000) / 1000:.3f}, δ = 1e-05" in p["guarantee"]
+    # headline: replace-one over all rounds; the ledger's zero-out ε labelled beside it
+    assert p["guarantee"].endswith(
+        "under replace-one (one update swapped for another: sensitivity 2S) adjacency"
+    )
+    assert "over all its rounds" in p["guarantee"]
+    up = math.ceil(p["replace_one"]["epsilon_max"] * 1000) / 1000
+    assert f"ε ≤ {up:.3f}, δ = 1e-05" in p["guarantee"]
+    assert (
+        f"ε ≤ {math.ceil(p['epsilon_max'] * 1000) / 1000:.3f}, δ = 1e-05" in p["guarantee_zero_out"]
+    )
+    assert "zero-out (the update replaced by zeros), weaker" in p["guarantee_zero_out"]
     # replace-one (sensitivity 2S) beside it: two Gaussians at z/2, by Opacus PRV
     replace = p["replace_one"]["epsilon_per_client"]
     assert all(replace[c] > 1.5 * e for c, e in p["epsilon_per_client"].items())

@@ -61,6 +61,7 @@ UNSET_PRIVACY = {
     "min_honest": 2,
     "max_grad_norm": 0.5,
     "dp_unit": "client",
+    "nominal_records": 100,
 }
 
 
@@ -182,7 +183,7 @@ def test_model_help_lists_the_choices():
 def test_q_equal_one_warns(tmp_path):
     """30 clients of ~48 digits records each < batch 64: every step samples every record."""
     config = FederationConfig(scheme="plain", clients=30, rounds=1, seed=0)
-    with pytest.warns(UtilityWarning, match="30 of 30 clients have at most batch_size=64"):
+    with pytest.warns(UtilityWarning, match="nominal_records N=47 is at most batch_size=64"):
         fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
     fed.close()
     with warnings.catch_warnings():
@@ -213,7 +214,8 @@ def test_the_cli_prints_a_warning_line_when_sampling_gives_q_1(tmp_path):
     args = ["--scheme", "plain", "--clients", "30", "--rounds", "1", "--out", str(tmp_path / "r")]
     result = runner.invoke(app, ["run", *args])
     assert result.exit_code == 0, result.output
-    assert [line for line in result.output.splitlines() if line.startswith("warning: 30 of 30")]
+    warned = "warning: the declared nominal_records N=47"
+    assert [line for line in result.output.splitlines() if line.startswith(warned)]
 
 
 # ------------------------------------------------------------------ watching long jobs
