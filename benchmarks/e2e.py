@@ -53,6 +53,15 @@ def _single_threaded_torch() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _mean_seconds(records: list[Any], step: str) -> float | None:
+    """Mean seconds of one step per round; ``None`` where the run withholds it (under DP the
+    training time is not released: it grows with a client's record count)."""
+    values = [r.seconds.get(step) for r in records]
+    if any(v is None for v in values):
+        return None
+    return sum(values) / max(1, len(values))
+
+
 def _summary(fed: Any, setup: Any, records: list[Any], initial: float) -> dict[str, Any]:
     totals = [r.seconds["total"] for r in records]
     ups = [r.bytes_up_per_client for r in records if r.bytes_up_per_client is not None]
@@ -64,7 +73,7 @@ def _summary(fed: Any, setup: Any, records: list[Any], initial: float) -> dict[s
         "median_round_seconds": statistics.median(totals) if totals else 0.0,
         "round_seconds": totals,
         "seconds_by_step": {
-            step: sum(r.seconds.get(step, 0.0) for r in records) / max(1, len(records))
+            step: _mean_seconds(records, step)
             for step in ("train", "protect", "aggregate", "decrypt", "total")
         },
         "setup": setup.to_dict() if setup else None,

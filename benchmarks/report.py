@@ -131,8 +131,8 @@ def _e2e_block(e2e: dict[str, Any]) -> list[str]:
         steps = run["seconds_by_step"]
         rows.append(
             f"| {key} | ok | {run['rounds']} | {run['median_round_seconds']:.3g} | "
-            f"{_num(run.get('round_ratio_vs_plain'))} | {steps['train']:.3g} | "
-            f"{steps['protect']:.3g} | {steps['aggregate']:.3g} | {steps['decrypt']:.3g} | "
+            f"{_num(run.get('round_ratio_vs_plain'))} | {_num(steps['train'])} | "
+            f"{_num(steps['protect'])} | {_num(steps['aggregate'])} | {_num(steps['decrypt'])} | "
             f"{run['final_accuracy']:.3f} | "
             f"{_num(run.get('bytes_up_per_client'), '{:,.0f}')} |"
         )

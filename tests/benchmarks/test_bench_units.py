@@ -338,3 +338,20 @@ def test_bench_plan_lists_every_cell_of_the_default_standard_grid():
     skips = [line for line in lines if line.strip().startswith("skip ")]
     assert len(runs) == estimate["cells_run"] == len(estimate["cells_planned"]) > 0
     assert len(skips) == len(estimate["cells_skipped"])
+
+
+def test_e2e_step_means_keep_withheld_training_time_withheld():
+    """Under DP result records withhold ``seconds.train`` (it grows with a client's record
+    count): the end-to-end summary reports it as missing instead of crashing or inventing 0."""
+    from types import SimpleNamespace
+
+    from benchmarks.e2e import _mean_seconds
+
+    dp = [SimpleNamespace(seconds={"train": None, "total": 2.0}) for _ in range(3)]
+    plain = [
+        SimpleNamespace(seconds={"train": 1.0, "total": 2.0}),
+        SimpleNamespace(seconds={"train": 3.0, "total": 4.0}),
+    ]
+    assert _mean_seconds(dp, "train") is None
+    assert _mean_seconds(dp, "total") == 2.0
+    assert _mean_seconds(plain, "train") == 2.0
