@@ -601,7 +601,7 @@ class Federation:
             bytes_up_per_client=None,
             bytes_down_per_client=None,
             seconds={"train": 0.0, "protect": 0.0, "aggregate": 0.0, "decrypt": 0.0, "total": 0.0},
-            train_loss=float("nan"),
+            train_loss=None,
             aborted=True,
             error="the server stopped during this round; its aggregate was lost and its "
             "clients are charged (conservatively); resumed with the next round",

@@ -151,17 +151,13 @@ def train(msg: Message, context: Context) -> Message:
     frames = [encode(m) for m in outbound]
     seconds = time.perf_counter() - start
     _store(context, journal, keys, body)
-    return _reply(
-        msg,
-        {
-            "status": "trained",
-            "loss": float(outcome.metrics.loss),
-            "train-seconds": float(outcome.metrics.seconds),
-            "samples": int(outcome.metrics.samples),
-            "frames": pack_frames(frames),
-            "seconds": seconds,
-        },
-    )
+    fields: dict[str, Any] = {"status": "trained", "frames": pack_frames(frames)}
+    fields["seconds"] = seconds
+    if not json.loads(field(body, "config", str)).get("dp", True):
+        # diagnostics of private data: released only without DP (as in process)
+        fields["loss"] = float(outcome.metrics.loss)
+        fields["train-seconds"] = float(outcome.metrics.seconds)
+    return _reply(msg, fields)
 
 
 @app.query("relay")

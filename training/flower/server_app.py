@@ -236,7 +236,13 @@ class FlowerFederation(Federation):
         if aggregate is not None:
             load_flat(self.model, flatten(self.model) + fedavg_from_sum(aggregate.vector, self.dim))
         accuracy, loss = evaluate(self.model, self.data)
-        losses = [replies[p]["loss"] for p in trained]
+        # local training time and loss are statistics of private data: withheld under DP
+        losses = [replies[p]["loss"] for p in trained if "loss" in replies[p]]
+        train_seconds = (
+            None
+            if self.privacy is not None
+            else float(sum(replies[p]["train-seconds"] for p in trained))
+        )
         record = self._record(
             round_number,
             accuracy,
@@ -246,8 +252,8 @@ class FlowerFederation(Federation):
             aggregate,
             relay.report,
             error,
-            float(sum(replies[p]["train-seconds"] for p in trained)),
-            float(np.mean(losses)) if losses else float("nan"),
+            train_seconds,
+            float(np.mean(losses)) if losses and self.privacy is None else None,
         )
         record = dataclasses.replace(
             record,
@@ -335,11 +341,10 @@ class _Relay:
             try:
                 status = field(fields, "status", str)
                 if status == "trained":
-                    out[party] = {
-                        "status": status,
-                        "loss": field(fields, "loss", float),
-                        "train-seconds": field(fields, "train-seconds", float),
-                    }
+                    out[party] = {"status": status}
+                    if fed.privacy is None:  # diagnostics a client releases only without DP
+                        out[party]["loss"] = field(fields, "loss", float)
+                        out[party]["train-seconds"] = field(fields, "train-seconds", float)
                     self.report.seconds[party] += field(fields, "seconds", float)
                     self.protected[party] = field(fields, "frames", bytes)
                     continue
