@@ -21,6 +21,7 @@ from secagg.errors import (
     ParameterError,
     UnexpectedPhaseError,
 )
+from secagg.identity import PartyKeys, simulated_identities
 from secagg.protocol import (
     SERVER,
     Aggregate,
@@ -47,6 +48,25 @@ class PlainUpdate(Message):
     def __post_init__(self) -> None:
         if self.vector.ndim != 1 or self.vector.dtype != np.float64:
             raise DecodeError("PlainUpdate.vector must be a 1-D float64 array")
+
+
+BROADCAST: PartyId = "*"  # recipient of a public broadcast (round parameters)
+
+
+@register(0x0102)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PlainRoundParams(Message):
+    """Everything public a party needs for one plaintext round (the server broadcasts it)."""
+
+    cohort: tuple[str, ...]
+    dim: int
+    min_clients: int
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.min_clients < 1:
+            raise DecodeError("PlainRoundParams must have dim ≥ 1 and min_clients ≥ 1")
+        if len(set(self.cohort)) != len(self.cohort) or SERVER in self.cohort:
+            raise DecodeError("PlainRoundParams.cohort must be distinct client ids")
 
 
 class ClientPhase(enum.Enum):
@@ -184,18 +204,61 @@ class PlaintextSum(Scheme):
     def from_config(cls, config: AggregationConfig) -> PlaintextSum:
         return cls(min_clients=1)
 
-    def open_round(
+    def round_parameters(
         self, round_index: int, cohort: Sequence[PartyId], dim: int, *, rng: Csprng
-    ) -> RoundSession:
+    ) -> PlainRoundParams:
+        """The round's public parameters: a fresh session id, the cohort and the dimension."""
         if dim < 1:
             raise ParameterError(f"dim must be ≥ 1; got {dim}")
         if len(set(cohort)) != len(cohort) or SERVER in cohort:
             raise ParameterError("cohort must be distinct client ids")
-        session = rng.random_bytes(16)
-        server = PlainServer(session, round_index, cohort, dim, self.min_clients)
+        return PlainRoundParams(
+            session=rng.random_bytes(16),
+            round=round_index,
+            sender=SERVER,
+            recipient=BROADCAST,
+            cohort=tuple(cohort),
+            dim=dim,
+            min_clients=self.min_clients,
+        )
+
+    @staticmethod
+    def server_role(params: PlainRoundParams) -> PlainServer:
+        """The server of one round, from public parameters only."""
+        return PlainServer(
+            params.session, params.round, params.cohort, params.dim, params.min_clients
+        )
+
+    @staticmethod
+    def client_role(
+        party: PartyId, params: PlainRoundParams, keys: PartyKeys, *, rng: Csprng
+    ) -> PlainClient:
+        """One client's role, built on its own machine (the reference uses no key)."""
+        if party not in params.cohort:
+            raise ParameterError(f"party must be in the round's cohort; got {party}")
+        if keys.party != party:
+            raise ParameterError(f"keys must belong to {party}; got keys of {keys.party}")
+        return PlainClient(party, params.session, params.round, params.dim)
+
+    def open_round(
+        self,
+        round_index: int,
+        cohort: Sequence[PartyId],
+        dim: int,
+        *,
+        rng: Csprng,
+        keys: dict[PartyId, PartyKeys] | None = None,
+    ) -> RoundSession:
+        """In-process simulation: every party built by its own party-local constructor."""
+        params = self.round_parameters(round_index, cohort, dim, rng=rng)
+        if keys is None:
+            keys, _ = simulated_identities(cohort, rng=rng.fork("identities"))
         clients: dict[PartyId, ClientRole] = {
-            p: PlainClient(p, session, round_index, dim) for p in cohort
+            p: self.client_role(p, params, keys[p], rng=rng.fork(f"client/{p}")) for p in cohort
         }
         return RoundSession(
-            coordinator=server, participants=dict(clients), clients=clients, phases=1
+            coordinator=self.server_role(params),
+            participants=dict(clients),
+            clients=clients,
+            phases=1,
         )

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from privacy.accounting import format_epsilon
 from privacy.errors import PrivacyError
-from secagg.errors import SecAggError
+from secagg.errors import ParameterError, SecAggError
 from training.config import DEFAULT_SCHEME, PLAIN_TRAINING_DEFAULTS
 from training.federation import (
     Federation,
@@ -384,6 +384,14 @@ def run(
     clients_per_round: int | None = typer.Option(
         None, help="Clients sampled per round (default: all)."
     ),
+    engine: str = typer.Option(
+        "in-process",
+        help="in-process (one process, the simulation) or flower-local (a SuperLink and one "
+        "SuperNode per party as local processes on 127.0.0.1).",
+    ),
+    resume: Path | None = typer.Option(
+        None, help="Continue the run in this directory from its last completed round."
+    ),
 ) -> None:
     """Train a federated model over secure aggregation and write a run directory."""
     console = Console(highlight=False)
@@ -423,20 +431,30 @@ def run(
     from training.report import default_run_dir, prepare_run_dir, write_run_dir
 
     try:
-        file_values = read_config_file(config) if config is not None else {}
-        settings, out_dir = resolve_settings(file_values, flags)
-        run_dir = prepare_run_dir(out_dir or default_run_dir(settings.scheme))
+        if resume is not None:
+            settings, run_dir, engine = _resume_settings(resume, flags, config)
+        else:
+            if engine not in ENGINES:
+                raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+            file_values = read_config_file(config) if config is not None else {}
+            settings, out_dir = resolve_settings(file_values, flags)
+            run_dir = prepare_run_dir(out_dir or default_run_dir(settings.scheme))
     except (ConfigError, SecAggError) as exc:
         raise _fail(str(exc)) from None
+    if engine != "in-process":
+        _run_flower(console, settings, run_dir, resume=resume is not None)
+        return
     try:
         with warnings.catch_warnings():
             # printed as one `warning:` line each instead of Python's two-line form
             warnings.simplefilter("ignore", UtilityWarning)
             # validates data, partition, scheme and DP (calibration) before any output
-            federation = Federation(settings, ledger_path=run_dir / "ledger")
+            federation = Federation(
+                settings, ledger_path=run_dir / "ledger", resume=resume is not None
+            )
             for message in federation.warnings:
                 _warn(message)
-            result = _run_with_progress(console, federation)
+            result = _run_with_progress(console, federation, run_dir)
         write_run_dir(result, run_dir)
     except (SecAggError, PrivacyError) as exc:
         _remove_if_empty(run_dir)
@@ -486,6 +504,53 @@ def _fail_run(message: str) -> typer.Exit:
     return typer.Exit(code=NO_MODEL)
 
 
+ENGINES = ("in-process", "flower-local")
+
+
+def _resume_settings(
+    run_dir: Path, flags: dict[str, Any], config: Path | None
+) -> tuple[FederationConfig, Path, str]:
+    """The configuration and engine a checkpointed run directory was started with."""
+    from training.checkpoint import load_checkpoint
+
+    given = [k for k, v in flags.items() if v is not None]
+    if given or config is not None:
+        raise ConfigError(
+            f"resume must not be combined with settings (the checkpoint fixes them); "
+            f"got --{(given or ['config'])[0]}"
+        )
+    checkpoint = load_checkpoint(run_dir)
+    engine = "flower-local" if checkpoint.engine == "flower" else checkpoint.engine
+    try:
+        settings = FederationConfig(**checkpoint.config)
+    except TypeError:
+        raise ConfigError("resume checkpoint must hold a valid configuration") from None
+    return settings, run_dir, engine
+
+
+def _run_flower(
+    console: Console, settings: FederationConfig, run_dir: Path, *, resume: bool
+) -> None:
+    """Run (or resume) the federation on a local Flower deployment and print its summary."""
+    from training.flower.local import FlowerLocalError, run_flower_local
+
+    try:
+        document = run_flower_local(settings, run_dir, resume=resume, log=console.print)
+    except (SecAggError, PrivacyError, FlowerLocalError) as exc:
+        raise _fail(str(exc)) from None
+    for r in document["rounds"]:
+        status = "aborted" if r["aborted"] else f"acc {r['accuracy']:.3f}"
+        console.print(
+            f"round {r['round']}: {status}, {len(r['participants'])} in the sum, "
+            f"{len(r['dropped'])} dropped, {r['seconds']['total']:.1f} s",
+            markup=False,
+        )
+    if document.get("insecure"):
+        _warn_insecure(console, settings.scheme)
+    console.print(f"run directory: {run_dir}", markup=False)
+    console.print(f"final accuracy: {document['final_accuracy']:.4f}")
+
+
 def _warn_insecure(console: Console, scheme: str) -> None:
     console.print(
         f"[bold red]INSECURE:[/] scheme '{scheme}' is the plaintext reference — the server "
@@ -493,12 +558,16 @@ def _warn_insecure(console: Console, scheme: str) -> None:
     )
 
 
-def _run_with_progress(console: Console, federation: Federation) -> FederationResult:
+def _run_with_progress(
+    console: Console, federation: Federation, run_dir: Path
+) -> FederationResult:
     settings = federation.config
     if federation.scheme.insecure:
         _warn_insecure(console, settings.scheme)
     if not console.is_terminal:
-        return federation.run(on_round=lambda record: _round_line(console, record, settings.rounds))
+        return federation.run(
+            on_round=lambda record: _round_line(console, record, settings.rounds), run_dir=run_dir
+        )
     with _progress(console, settings.rounds) as progress:
         task = progress.add_task("rounds", total=settings.rounds, status="")
 
@@ -510,7 +579,7 @@ def _run_with_progress(console: Console, federation: Federation) -> FederationRe
                 status += f"  {len(record.refused_budget)} over budget"
             progress.update(task, advance=1, status=status)
 
-        return federation.run(on_round=on_round)
+        return federation.run(on_round=on_round, run_dir=run_dir)
 
 
 def _round_line(console: Console, record: RoundRecord, rounds: int) -> None:
@@ -580,6 +649,12 @@ def bench(
         False, "--plan", help="Only list the cells that would run or be skipped, and why."
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    flower: bool = typer.Option(
+        False,
+        "--flower",
+        help="Only the Flower comparisons: Flower's SecAgg+ on the same vectors, and the "
+        "round overhead of flower-local vs in-process (a few minutes).",
+    ),
 ) -> None:
     """Measure what secure aggregation costs over the plaintext sum (seconds and bytes)."""
     from benchmarks.harness import estimate_plan, plan_lines, run_benchmark
@@ -587,6 +662,15 @@ def bench(
 
     torch.set_num_threads(1)
     console = Console(highlight=False)
+    if flower:
+        from benchmarks.flower_overhead import run_flower_bench
+
+        try:
+            run_flower_bench(out)
+        except SecAggError as exc:
+            raise _fail(str(exc)) from None
+        console.print((out / "flower.md").read_text(), markup=False)
+        return
     try:
         if plan:
             for line in plan_lines(estimate_plan(grid, quick=quick)):
@@ -602,6 +686,74 @@ def bench(
     )
     for goal in results.get("goals", []):
         console.print(f"  {goal_status(goal):>12}  {goal['goal']}  {goal['target']}", markup=False)
+
+
+keys_app = typer.Typer(
+    no_args_is_help=True,
+    help="Party keys: make a party's key file, assemble the public roster (run out of band).",
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    party: str = typer.Option(..., help="The party id: client/<name> or holder/<name>."),
+    out: Path = typer.Option(..., help="Directory for <party>.key (0600) and <party>.pub.json."),
+) -> None:
+    """Create one party's key file (on that party's machine) and export its public part."""
+    import json
+
+    from secagg.identity import PartyKeys
+    from secagg.rand import SystemRng
+
+    console = Console(highlight=False)
+    try:
+        keys = PartyKeys.generate(party, rng=SystemRng())
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stem = party.replace("/", "_")
+        public_path = out / f"{stem}.pub.json"
+        if public_path.exists():
+            raise ParameterError(f"public key file must not exist already; got {public_path}")
+        key_path = keys.save(out / f"{stem}.key")
+        public_path.write_text(json.dumps(keys.public.to_json(), indent=1) + "\n")
+    except (SecAggError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"secret key file (keep it here, mode 0600): {key_path}", markup=False)
+    console.print(f"public part (send it to whoever assembles the roster): {public_path}")
+    console.print(f"fingerprint (compare it out of band): {keys.public.fingerprint}")
+
+
+@keys_app.command("roster")
+def keys_roster(
+    public_files: list[Path] = typer.Argument(..., help="The parties' <party>.pub.json files."),
+    out: Path = typer.Option(Path("roster.json"), help="The roster file to write."),
+) -> None:
+    """Assemble the out-of-band roster of public keys every party and the server load."""
+    import json
+
+    from secagg.errors import DecodeError
+    from secagg.identity import PublicIdentity, Roster
+
+    console = Console(highlight=False)
+    try:
+        identities = []
+        for path in public_files:
+            try:
+                identities.append(PublicIdentity.from_json(json.loads(path.read_text())))
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, DecodeError):
+                    raise
+                raise ParameterError(
+                    f"public key file must be readable JSON; got {path}"
+                ) from None
+        roster = Roster(identities)
+        roster.save(out)
+    except SecAggError as exc:
+        raise _fail(str(exc)) from None
+    for party in roster:
+        console.print(f"{party}  {roster[party].fingerprint}", markup=False)
+    console.print(f"roster of {len(roster)} parties written to {out}", markup=False)
+    console.print(f"roster digest: {roster.digest.hex()}")
 
 
 def _remove_if_empty(path: Path) -> None:

@@ -40,6 +40,14 @@ from secagg.errors import DecodeError, IntegrityError, ParameterError, ProtocolA
 from secagg.protocol import Aggregate, PartyId, Scheme, client_id
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
+from training.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    save_model,
+)
 from training.client import (
     ClientUpdate,
     LocalTrainer,
@@ -239,6 +247,7 @@ class FederationResult:
     dataset: str
     client_sizes: list[int]
     stopped: dict[str, Any] | None = None
+    engine: str = "in-process"
     model_name: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -262,6 +271,7 @@ class FederationResult:
         """The result.json document (DESIGN §6 keys plus setup/initial metrics)."""
         return {
             "scheme": self.config.scheme,
+            "engine": self.engine,
             "insecure": bool(self.scheme.get("insecure", False)),
             "scheme_parameters": self.scheme,
             # the model actually trained: a custom module is not the registry's default
@@ -351,6 +361,8 @@ class Federation:
     closes the ledger itself).
     """
 
+    engine = "in-process"
+
     def __init__(
         self,
         config: FederationConfig,
@@ -360,6 +372,8 @@ class Federation:
         rng: Csprng | None = None,
         trainer: LocalTrainer | None = None,
         ledger_path: Path | None = None,
+        sizes: list[int] | None = None,
+        resume: bool = False,
     ) -> None:
         self.config = config
         self.data = data if data is not None else load_digits_data(seed=config.seed)
@@ -370,7 +384,13 @@ class Federation:
             alpha=config.alpha,
             seed=config.seed,
         )
-        self.sizes = np.asarray([p.size for p in self.parts], dtype=np.int64)
+        # a deployment learns each client's record count from the client itself
+        counts = sizes if sizes is not None else [p.size for p in self.parts]
+        self.sizes = np.asarray(counts, dtype=np.int64)
+        if self.sizes.shape != (config.clients,) or np.any(self.sizes < 1):
+            raise ParameterError(
+                f"sizes must be {config.clients} positive record counts; got {list(counts)}"
+            )
         self.clients = [client_id(i) for i in range(config.clients)]
         if model is None:
             model = build_model(
@@ -421,9 +441,19 @@ class Federation:
         self.scheme: Scheme = create_scheme(config.scheme, self.aggregation)
         if self.privacy is not None:
             self.trainer: LocalTrainer = self.privacy.train
-            self.privacy.start(ledger_path)
+            if resume:
+                if not isinstance(self.privacy, PrivacyPlan) or ledger_path is None:
+                    raise ParameterError(
+                        "resume must be of a run with record-level DP or none; "
+                        f"got dp_unit {config.dp_unit!r}"
+                    )
+                self.privacy.resume(ledger_path)
+            else:
+                self.privacy.start(ledger_path)
         else:
             self.trainer = trainer if trainer is not None else train_local
+        # run() points this at the checkpoint writer; standalone run_round() has none
+        self._open_round: Callable[[int, list[PartyId]], None] = lambda r, c: None
         self.simulation = DeterministicRng.from_int(config.seed).fork("training/simulation")
         self.transport = InProcessTransport()
         self._x = [torch.from_numpy(self.data.x_train[p]) for p in self.parts]
@@ -451,26 +481,48 @@ class Federation:
             "accuracy suffers; use fewer clients or a smaller batch_size"
         ]
 
-    def run(self, *, on_round: Callable[[RoundRecord], None] | None = None) -> FederationResult:
+    def run(
+        self,
+        *,
+        on_round: Callable[[RoundRecord], None] | None = None,
+        run_dir: Path | None = None,
+    ) -> FederationResult:
         """Key ceremony (if any), then ``config.rounds`` rounds; see :func:`run_federation`.
 
         Under DP the loop stops early when no client can afford another round;
-        ``stopped`` records that round and why.
+        ``stopped`` records that round and why. With ``run_dir`` the model and a
+        checkpoint are written after every round (:mod:`training.checkpoint`), and a
+        checkpoint already there is resumed from its last completed round.
         """
         try:
             setup = self.setup()
-            initial_accuracy, initial_loss = evaluate(self.model, self.data)
-            rounds: list[RoundRecord] = []
-            stopped: dict[str, Any] | None = None
-            for round_number in range(1, self.config.rounds + 1):
+            state = self._begin(run_dir)
+            rounds = [RoundRecord(**r) for r in state.rounds]
+            stopped = state.stopped
+            first = state.completed_round + 1
+            self._checkpoint(run_dir, state, rounds, open_round=state.open_round)
+            if state.open_round is not None:
+                rounds.append(self._interrupted(state.open_round))
+                first = rounds[-1].round + 1
+                self._checkpoint(run_dir, state, rounds)
+            for round_number in range(first, self.config.rounds + 1):
+                if stopped is not None:
+                    break
+                self._open_round = lambda r, c: self._checkpoint(
+                    run_dir, state, rounds, open_round={"round": r, "cohort": c}
+                )
                 try:
                     record = self.run_round(round_number).record
                 except BudgetExceededError as exc:
                     stopped = {"round": round_number, "reason": str(exc)}
+                    state.stopped = stopped
                     break
                 rounds.append(record)
+                self._checkpoint(run_dir, state, rounds)
                 if on_round is not None:
                     on_round(record)
+            state.finished = True
+            self._checkpoint(run_dir, state, rounds)
             privacy = (
                 self.privacy.summary(stopped=stopped)
                 if self.privacy is not None
@@ -482,16 +534,78 @@ class Federation:
             config=self.config,
             scheme=self.scheme.describe(),
             setup=setup,
-            initial_accuracy=initial_accuracy,
-            initial_loss=initial_loss,
+            initial_accuracy=state.initial_accuracy,
+            initial_loss=state.initial_loss,
             rounds=rounds,
             model=self.model,
             privacy=privacy,
             dataset=self.data.name,
             client_sizes=[int(s) for s in self.sizes],
             stopped=stopped,
+            engine=self.engine,
             model_name=self.model_name,
-            warnings=[*self.warnings, *self._outcome_warnings(initial_accuracy, rounds)],
+            warnings=[*self.warnings, *self._outcome_warnings(state.initial_accuracy, rounds)],
+        )
+
+    # -- checkpoint and resume ---------------------------------------------
+
+    def _begin(self, run_dir: Path | None) -> Checkpoint:
+        """A fresh run's round-0 state, or the state a checkpoint in ``run_dir`` left."""
+        if run_dir is not None and (run_dir / CHECKPOINT_FILE).exists():
+            state = load_checkpoint(run_dir)
+            if state.config != self.config.to_dict() or state.engine != self.engine:
+                raise ParameterError(
+                    "resume must use the checkpoint's configuration and engine; got another"
+                )
+            load_model(self.model, run_dir, state)
+            return state
+        accuracy, loss = evaluate(self.model, self.data)
+        return Checkpoint(self.config.to_dict(), self.engine, accuracy, loss, [], "")
+
+    def _checkpoint(
+        self,
+        run_dir: Path | None,
+        state: Checkpoint,
+        rounds: list[RoundRecord],
+        *,
+        open_round: dict[str, Any] | None = None,
+    ) -> None:
+        """Model first, then the checkpoint naming it: a crash leaves a consistent pair."""
+        if run_dir is None:
+            return
+        state.rounds = [r.to_dict() for r in rounds]
+        state.open_round = open_round
+        state.model_sha256 = save_model(self.model, run_dir)
+        save_checkpoint(state, run_dir)
+
+    def _interrupted(self, open_round: dict[str, Any]) -> RoundRecord:
+        """The record of a round the server started but never finished (it crashed).
+
+        Security: the ledger may already charge this round for some clients; whoever of
+        the round's selection is not yet charged is charged now (conservatively: they may
+        have trained), and the round is never run again, so nothing is charged twice.
+        """
+        round_number = int(open_round["round"])
+        cohort = [str(p) for p in open_round["cohort"]]
+        if isinstance(self.privacy, PrivacyPlan):  # resume refuses any other plan
+            missing = [p for p in cohort if not self.privacy.charged(p, round_number)]
+            self.privacy.charge_remote(round_number, missing)
+        accuracy, loss = evaluate(self.model, self.data)
+        return RoundRecord(
+            round=round_number,
+            accuracy=accuracy,
+            loss=loss,
+            participants=[],
+            dropped=[],
+            dropped_at={},
+            bytes_up_per_client=None,
+            bytes_down_per_client=None,
+            seconds={"train": 0.0, "protect": 0.0, "aggregate": 0.0, "decrypt": 0.0, "total": 0.0},
+            train_loss=None,
+            aborted=True,
+            error="the server stopped during this round; its aggregate was lost and its "
+            "clients are charged (conservatively); resumed with the next round",
+            **self._privacy_fields([]),
         )
 
     def _outcome_warnings(self, initial_accuracy: float, rounds: list[RoundRecord]) -> list[str]:
@@ -594,6 +708,7 @@ class Federation:
         refused: list[PartyId] = []
         if self.privacy is not None:
             cohort, refused = self.privacy.admit(round_number, cohort)
+        self._open_round(round_number, cohort)  # before any client trains (checkpoint.py)
         try:
             updates = self.train_clients(round_number, [self.clients.index(p) for p in cohort])
         finally:
@@ -728,6 +843,7 @@ def run_federation(
     on_round: Callable[[RoundRecord], None] | None = None,
     rng: Csprng | None = None,
     ledger_path: Path | None = None,
+    run_dir: Path | None = None,
 ) -> FederationResult:
     """Run ``config.rounds`` rounds of secure FedAvg and return what happened.
 
@@ -740,6 +856,7 @@ def run_federation(
             needs determinism.
         ledger_path: the privacy ledger's file under DP (must be new); ``None``
             writes a temporary one, reported in ``result.privacy["ledger"]``.
+        run_dir: where to checkpoint after every round (``model.pt``, checkpoint.json).
     """
     federation = Federation(config, data=data, model=model, rng=rng, ledger_path=ledger_path)
-    return federation.run(on_round=on_round)
+    return federation.run(on_round=on_round, run_dir=run_dir)

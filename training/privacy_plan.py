@@ -52,7 +52,13 @@ from privacy.accounting import (
 )
 from privacy.budget import ClientBudgetGuard, reconcile_guard, select_within_budget
 from privacy.dpsgd import DPSGDParams, train_dp_sgd
-from privacy.ledger import THREAT_MODEL_RECORD_LEVEL, UNIT_RECORD, PrivacyLedger, pin_digest
+from privacy.ledger import (
+    KIND_DPSGD,
+    THREAT_MODEL_RECORD_LEVEL,
+    UNIT_RECORD,
+    PrivacyLedger,
+    pin_digest,
+)
 from privacy.noise import SecureGaussian
 from secagg.errors import ParameterError
 from secagg.protocol import Aggregate, PartyId
@@ -250,6 +256,27 @@ class PrivacyPlan:
             )
         self.head = self.ledger.head()
 
+    def resume(self, ledger_path: Path) -> None:
+        """Reopen this run's existing ledger (it must verify) and rebuild every guard from it.
+
+        Used by ``secagg run --resume``: a client's spend so far is what the ledger says.
+        """
+        self.ledger = PrivacyLedger.open(Path(ledger_path))
+        self.ledger_path, self.ledger_temporary = Path(ledger_path), False
+        for client in self.schedules:
+            if self.ledger.budget(client) is None:
+                self.ledger.close()
+                raise ParameterError(f"ledger must hold the budget of {client}; got none")
+            self.guards[client].state = self.ledger.accountant_state(client)
+            for entry in self.ledger.entries(client=client, kind=KIND_DPSGD):
+                self.steps_run[client] += int(entry.body["steps"])
+                self._trained.add((client, entry.round))
+        self.head = self.ledger.head()
+
+    def charged(self, client: PartyId, round_number: int) -> bool:
+        """Whether the ledger already holds ``client``'s spend for ``round_number``."""
+        return self.ledger.has_entry(client, round_number, KIND_DPSGD)
+
     # ------------------------------------------------------------- each round
 
     def admit(self, round_number: int, cohort: Sequence[PartyId]) -> tuple[list[PartyId], list]:
@@ -309,6 +336,20 @@ class PrivacyPlan:
     def commit(self, round_number: int, trained: Sequence[PartyId]) -> None:
         """Record the round's spend for every client that trained (conservative: even
         a client that later drops out of the protocol is charged)."""
+        self._record(round_number, trained)
+        for guard in self.guards.values():  # what each client ran must be what it was charged
+            reconcile_guard(guard, self.ledger)
+
+    def charge_remote(self, round_number: int, clients: Sequence[PartyId]) -> None:
+        """Charge clients that may have trained where this plan's guards could not see it:
+        on their own machines (the Flower engine), or in a round the server lost to a
+        crash. Conservative; the guards here then mirror the ledger (each client's own
+        guard, on its machine, is the one that refuses to overspend)."""
+        self._record(round_number, clients)
+        for client in clients:
+            self.guards[client].state = self.ledger.accountant_state(client)
+
+    def _record(self, round_number: int, trained: Sequence[PartyId]) -> None:
         for client in trained:
             s = self.schedules[client]
             self.ledger.record_round(
@@ -328,8 +369,6 @@ class PrivacyPlan:
             )
             self.steps_run[client] += s.steps_per_round
         self.head = self.ledger.head()
-        for guard in self.guards.values():  # what each client ran must be what it was charged
-            reconcile_guard(guard, self.ledger)
 
     # ------------------------------------------------------------- reporting
 
