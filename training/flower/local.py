@@ -40,6 +40,7 @@ from secagg.identity import PartyKeys, Roster
 from secagg.protocol import PartyId, client_id, holder_id
 from secagg.rand import SystemRng
 from training.config import FederationConfig
+from training.flower.policy import policy_document
 from training.flower.server_app import ERROR_FILE, FlowerSpec, check_flower_config
 
 APP_DIR = Path(__file__).resolve().parent / "app"
@@ -71,6 +72,24 @@ def _wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes]) 
 
 def party_keys_path(run_dir: Path, party: PartyId) -> Path:
     return run_dir / "keys" / (party.replace("/", "_") + ".key")
+
+
+def write_policy(run_dir: Path, config: FederationConfig) -> Path:
+    """The federation policy every node of this deployment agrees to (``policy.json``):
+    flower-local knows the config, as hospitals would agree on it out of band."""
+    from training.data import load_digits_data
+    from training.federation import declared_nominal_records
+
+    data = load_digits_data(seed=config.seed)
+    document = policy_document(
+        config,
+        nominal_records=declared_nominal_records(config, data),
+        # the mean record count: weights records / mean, as the in-process FedAvg
+        weight_unit=len(data.y_train) / config.clients,
+    )
+    path = run_dir / "policy.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
 
 
 def ensure_keys(run_dir: Path, parties: list[PartyId]) -> Roster:
@@ -172,6 +191,7 @@ class LocalDeployment:
             "state-dir": str(state),
             "data": "digits",
             "roster": str((self.run_dir / "roster.json").resolve()),
+            "policy": str((self.run_dir / "policy.json").resolve()),
         }
         if self.insecure_seed is not None:
             node_config["insecure-seed"] = str(self.insecure_seed)
@@ -361,6 +381,7 @@ def prepare(
     if config.scheme == "ckks":  # the decryption committee: one SuperNode per key holder
         parties += [holder_id(i) for i in range(config.committee)]
     ensure_keys(run_dir, parties)
+    write_policy(run_dir, config)
     if not resume:
         FlowerSpec(
             config=config.to_dict(),

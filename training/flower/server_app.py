@@ -327,11 +327,9 @@ class _Relay:
             "model": model,
             "params": params,
         }
-        batch = {
-            p: dict(public, weight=float(fed.weights[fed.clients.index(p)]))
-            for p in cohort
-            if p in fed.nodes
-        }
+        # no weight: each client computes its own from its policy (a server-chosen one
+        # could weight the others to zero and isolate one client in the sum)
+        batch = {p: dict(public) for p in cohort if p in fed.nodes}
         for p in cohort:
             if p not in batch:
                 self.drop(p)
