@@ -457,3 +457,24 @@ def test_a_server_rerunning_a_round_with_another_cohort_is_refused(tmp_path, dp)
     released = tmp_path / "nodes" / "client_1" / "client_1.released"
     assert released.read_text() == "1" and released.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "nodes" / "client_1").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("scheme", ["plain", "masking"])
+def test_one_clients_duplicate_frame_drops_that_client_not_the_round(tmp_path, scheme):
+    """Threat: a malicious client sends its protected input twice (or a frame the server
+    role refuses) so that the round aborts after every client was charged. The error is
+    attributable to that sender: it drops out, the round completes with the others."""
+    _, grid, federation = _federation(tmp_path, scheme)
+
+    def duplicate(party, reply):
+        fields = reply.content.config_records["secagg"] if reply.has_content() else {}
+        if party == "client/1" and "status" in fields and "frames" in fields:
+            frames = unpack_frames(fields["frames"])
+            fields["frames"] = pack_frames(frames + frames)
+
+    grid.tamper = duplicate
+    record = federation.run_round(1).record
+    assert not record.aborted, record.error
+    assert "client/1" in record.dropped
+    assert {"client/0", "client/2"} <= set(record.participants)
+    federation.close()

@@ -425,8 +425,15 @@ class _Relay:
             if msg.recipient != SERVER:
                 self.pending[msg.recipient].append(frame)
                 continue
-            # a frame the server role refuses aborts the round, as in process (run_round)
-            out = self._timed(SERVER, lambda m=decode(frame): self.server.handle(m))
+            try:
+                out = self._timed(SERVER, lambda m=decode(frame): self.server.handle(m))
+            except SecAggError:
+                if source == SERVER:
+                    raise  # not one client's doing: the round aborts, as in process
+                # one client's duplicate or malformed frame: that client drops out (as a
+                # spoofer does); the refused frame left the server role as it was
+                self.drop(source)
+                continue
             queue.extend((m, SERVER) for m in out)
 
     def _timed(self, party: PartyId, step: Any) -> list[Any]:
