@@ -457,6 +457,8 @@ def test_a_server_rerunning_a_round_with_another_cohort_is_refused(tmp_path, dp)
     released = tmp_path / "nodes" / "client_1" / "client_1.released"
     assert released.read_text() == "1" and released.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "nodes" / "client_1").stat().st_mode & 0o777 == 0o700
+    sessions = tmp_path / "nodes" / "client_1" / "client_1.sessions"
+    assert sessions.stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize("scheme", ["plain", "masking"])

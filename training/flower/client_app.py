@@ -83,6 +83,7 @@ def _node(context: Context) -> tuple[str, PartyKeys]:
 def state_dir(context: Context) -> Path:
     path = Path(str(context.node_config.get("state-dir", "")) or ".")
     path.mkdir(mode=0o700, parents=True, exist_ok=True)  # ledger, guard, session claims
+    os.chmod(path, 0o700)  # also when it existed (or the umask widened it)
     return path
 
 
