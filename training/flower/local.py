@@ -4,8 +4,8 @@ Starts, each as its own process group bound to 127.0.0.1 only (insecure mode: no
 TLS on the loopback interface):
 
 - one ``flower-superlink`` (it runs our ServerApp in a ``flwr-serverapp`` subprocess),
-- one ``flower-supernode`` per client, told its party, key file, state directory
-  and data by ``--node-config``,
+- one ``flower-supernode`` per client, told its party, key file, state directory,
+  data and federation policy (``policy.json``, see :mod:`.policy`) by ``--node-config``,
 
 then submits the Flower App (``training/flower/app``) with ``flwr run`` and streams
 its log until the run ends. Every process it started is stopped afterwards — also
@@ -14,6 +14,7 @@ SIGKILL after a grace period.
 
 Layout under the run directory: ``keys/`` (each party's 0600 key file, generated
 here because every party is local), ``roster.json`` (their public keys),
+``policy.json`` (the policy every node checks the server's requests against),
 ``flower-run.json`` (the server's spec), ``flower/`` (logs, each node's state
 directory and Flower home).
 """
