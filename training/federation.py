@@ -45,8 +45,7 @@ from training.checkpoint import (
     Checkpoint,
     load_checkpoint,
     load_model,
-    save_checkpoint,
-    save_model,
+    save_state,
 )
 from training.client import (
     ClientUpdate,
@@ -575,8 +574,7 @@ class Federation:
             return
         state.rounds = [r.to_dict() for r in rounds]
         state.open_round = open_round
-        state.model_sha256 = save_model(self.model, run_dir)
-        save_checkpoint(state, run_dir)
+        save_state(self.model, state, run_dir)
 
     def _interrupted(self, open_round: dict[str, Any]) -> RoundRecord:
         """The record of a round the server started but never finished (it crashed).

@@ -12,6 +12,7 @@ import pytest
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from privacy.ledger import PrivacyLedger
 from secagg.errors import DecodeError, IntegrityError, ParameterError
 from secagg.identity import PartyKeys
 from secagg.protocol import client_id
@@ -21,7 +22,8 @@ from training.federation import Federation, FederationConfig
 from training.flower.client_app import STATE
 from training.flower.client_app import app as client_app
 from training.flower.codec import NodeJournal, pack_frames, seal, unpack_frames, unseal
-from training.flower.local import ensure_keys, party_keys_path
+from training.flower.local import ensure_keys, party_keys_path, write_policy
+from training.flower.policy import NodePolicy
 from training.flower.server_app import FlowerFederation, FlowerSpec
 
 SEED = 3
@@ -58,6 +60,7 @@ class InProcessGrid:
                 "state-dir": str(run_dir / "nodes" / party.replace("/", "_")),
                 "data": "digits",
                 "roster": str(run_dir / "roster.json"),
+                "policy": str(run_dir / "policy.json"),
                 "insecure-seed": SEED,
             }
             for node, party in enumerate(parties, start=101)
@@ -66,6 +69,7 @@ class InProcessGrid:
         self.dead = set()
         self.silent_after_train = set()  # answer the train request, then never again
         self.tamper = None  # (reply fields) -> None, to play a deviating client
+        self.rewrite = None  # (party, request fields) -> None, to play a deviating server
         self.errors = []
 
     def get_node_ids(self):
@@ -79,6 +83,12 @@ class InProcessGrid:
                 continue
             if node in self.silent_after_train and message.metadata.message_type != "query.train":
                 continue
+            if self.rewrite is not None:
+                self.rewrite(
+                    self.config[node]["party"],
+                    message.metadata.message_type,
+                    message.content.config_records["secagg"],
+                )
             context = Context(1, node, self.config[node], self.states[node], {})
             try:
                 reply = client_app(message, context)
@@ -98,12 +108,13 @@ def _hello(grid, tmp_path, config):
     return hello(grid, grid.get_node_ids(), config, spec)
 
 
-def _federation(tmp_path, scheme, grid=None):
-    config = FederationConfig(scheme=scheme, **CONFIG, committee=3)
+def _federation(tmp_path, scheme, grid=None, **overrides):
+    config = FederationConfig(scheme=scheme, **dict(CONFIG, committee=3, **overrides))
     parties = [client_id(i) for i in range(config.clients)]
     if scheme == "ckks":  # the committee's key holders are SuperNodes too
         parties += [f"holder/{j}" for j in range(config.committee)]
     ensure_keys(tmp_path, parties)
+    write_policy(tmp_path, config)
     grid = grid or InProcessGrid(tmp_path, parties)
     nodes = {grid.config[n]["party"]: n for n in grid.config}
     federation = FlowerFederation(
@@ -232,9 +243,7 @@ def test_a_server_replaying_a_round_to_fresh_node_state_gets_no_second_submissio
     parties = [client_id(i) for i in range(config.clients)]
     ensure_keys(tmp_path, parties)
     grid = InProcessGrid(tmp_path, parties)
-    _, _, federation = _federation(tmp_path, "plain", grid)
-    federation.config = config  # no DP: only the session record stands in the way
-    federation.privacy = None
+    _, _, federation = _federation(tmp_path, "plain", grid, dp=False, epsilon=None, delta=None)
     sent = []
     original = federation.scheme.round_parameters
 
@@ -257,6 +266,7 @@ def test_a_node_must_prove_its_roster_identity_to_take_a_seat(tmp_path):
     config = FederationConfig(scheme="plain", **CONFIG)
     parties = [client_id(i) for i in range(config.clients)]
     ensure_keys(tmp_path, parties)
+    write_policy(tmp_path, config)
     grid = InProcessGrid(tmp_path, parties)
     nodes, records = _hello(grid, tmp_path, config)
     assert nodes == {p: 101 + i for i, p in enumerate(parties)}
@@ -304,4 +314,169 @@ def test_a_server_substituting_an_identity_key_in_round_parameters_is_refused(tm
     assert record.aborted and record.participants == []
     assert len(grid.errors) == 3
     assert all(e == "round parameters' identity keys failed verification" for e in grid.errors)
+    federation.close()
+
+
+NO_DP = dict(dp=False, epsilon=None, delta=None)
+
+
+def _own_ledger_entries(tmp_path, party):
+    path = tmp_path / "nodes" / party.replace("/", "_") / f"{party.replace('/', '_')}.ledger"
+    if not path.exists():
+        return []
+    with PrivacyLedger.open(path) as ledger:
+        return list(ledger.entries())
+
+
+def _rewriting_config(change):
+    def rewrite(party, kind, fields):
+        if kind == "query.train":
+            fields["config"] = json.dumps(dict(json.loads(fields["config"]), **change))
+
+    return rewrite
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(dp=False, epsilon=None, delta=None),  # DP off
+        dict(epsilon=400.0),  # a weaker guarantee
+        dict(rounds=50),  # more rounds at the same ε per round
+        dict(noise_multiplier=0.01),  # almost no noise
+        dict(max_grad_norm=100.0),  # a larger sensitivity
+    ],
+    ids=["dp-off", "epsilon", "rounds", "noise", "clip"],
+)
+def test_a_server_weakening_the_dp_policy_is_refused_by_every_node(tmp_path, change):
+    """Threat: the server rewrites the train message's config to turn DP off or weaken it
+    (ε, rounds, σ, clip) and so receive an update trained without the agreed guarantee.
+    Each node checks the config against its own policy file and refuses: nobody trains,
+    the round releases nothing and no client's own ledger records a charge."""
+    _, grid, federation = _federation(tmp_path, "plain")
+    grid.rewrite = _rewriting_config(change)
+    record = federation.run_round(1).record
+    assert record.aborted and record.participants == []
+    assert len(grid.errors) == 3
+    assert all("must be this node's policy value" in e for e in grid.errors)
+    assert all(_own_ledger_entries(tmp_path, client_id(i)) == [] for i in range(3))
+    federation.close()
+
+
+def test_a_server_changing_nominal_records_is_refused(tmp_path):
+    _, grid, federation = _federation(tmp_path, "plain")
+
+    def rewrite(party, kind, fields):
+        if kind == "query.train":
+            fields["nominal-records"] = 100000  # q → 0: a much smaller charged ε
+
+    grid.rewrite = rewrite
+    record = federation.run_round(1).record
+    assert record.aborted and len(grid.errors) == 3
+    assert all("nominal_records must be" in e for e in grid.errors)
+    federation.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        (dict(threshold=1), "threshold"),
+        (dict(max_clients=2), "max_clients"),
+        (dict(graph="sparse"), "graph"),
+        (dict(min_honest=1), "min_honest"),
+    ],
+)
+def test_a_server_changing_the_aggregation_settings_is_refused(tmp_path, change, name):
+    """Threat: the server lowers the masking threshold (or the cohort size, or the graph)
+    to unmask a sum of fewer clients than agreed. The aggregation settings come from the
+    server's message but must equal the node's own policy."""
+    _, grid, federation = _federation(tmp_path, "masking", **NO_DP)
+
+    def rewrite(party, kind, fields):
+        if kind == "query.train":
+            aggregation = dict(json.loads(fields["aggregation"]), **change)
+            fields["aggregation"] = json.dumps(aggregation)
+
+    grid.rewrite = rewrite
+    record = federation.run_round(1).record
+    assert record.aborted and record.participants == []
+    assert len(grid.errors) == 3 and all(f"{name} must be" in e for e in grid.errors)
+
+
+def test_a_node_without_a_policy_or_dp_opt_out_does_not_train(tmp_path):
+    """No policy file, no training; "no DP" must be said explicitly; DP needs a budget."""
+    _, grid, federation = _federation(tmp_path, "plain")
+    for node in grid.config.values():
+        del node["policy"]
+    record = federation.run_round(1).record
+    assert record.aborted and all("must name a policy file" in e for e in grid.errors)
+    document = json.loads((tmp_path / "policy.json").read_text())
+    with pytest.raises(ParameterError, match="policy must set dp"):
+        NodePolicy.from_dict({k: v for k, v in document.items() if k != "dp"})
+    with pytest.raises(ParameterError, match="client_budget must be a positive"):
+        NodePolicy.from_dict({k: v for k, v in document.items() if k != "client_budget"})
+    with pytest.raises(ParameterError, match="weight_unit must be positive"):
+        NodePolicy.from_dict(dict(document, dp=False))
+
+
+def test_a_server_weighting_one_client_cannot_isolate_it(tmp_path):
+    """Threat (no DP, masking): the server gives client/0 FedAvg weight 1 and the others
+    1e-9, so that the secure sum is client/0's update. The server sends no weight; a
+    weight it adds is ignored: each client weighs itself records / the policy's unit."""
+    _, grid, federation = _federation(tmp_path, "masking", **NO_DP)
+
+    def rewrite(party, kind, fields):
+        if kind == "query.train":
+            fields["weight"] = 1.0 if party == "client/0" else 1e-9
+
+    grid.rewrite = rewrite
+    outcome = federation.run_round(1)
+    assert not outcome.record.aborted, outcome.record.error
+    # the last coordinate sums the weights: records / mean record count, i.e. 3 in all
+    assert outcome.aggregate.vector[-1] == pytest.approx(float(np.sum(federation.weights)))
+    assert outcome.aggregate.vector[-1] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("dp", [True, False], ids=["dp", "no-dp"])
+def test_a_server_rerunning_a_round_with_another_cohort_is_refused(tmp_path, dp):
+    """Threat: the server runs round 1 with {0, 1, 2}, then round 1 again (fresh session,
+    same model) with {1, 2}: the difference of the two sums is client/0's update. Each
+    client keeps on disk the highest round it released and refuses any round ≤ it."""
+    _, grid, federation = _federation(tmp_path, "masking", **({} if dp else NO_DP))
+    first = federation.run_round(1)
+    assert first.record.participants == [client_id(i) for i in range(3)]
+    federation.select = lambda r: [1, 2]
+    federation.rng = DeterministicRng.from_int(999)  # a fresh session id
+    federation._open_round = lambda *a, **k: None  # a deviating server skips its bookkeeping
+    if dp:  # and its own privacy ledger
+        federation.privacy.admit = lambda r, cohort: (cohort, [])
+        federation.privacy.charge_remote = lambda *a, **k: None
+    grid.states = {node: RecordDict() for node in grid.states}  # even in a new Flower run
+    second = federation.run_round(1).record
+    assert second.aborted and second.participants == []
+    assert len(grid.errors) == 2 and all("round must be after 1" in e for e in grid.errors)
+    released = tmp_path / "nodes" / "client_1" / "client_1.released"
+    assert released.read_text() == "1" and released.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "nodes" / "client_1").stat().st_mode & 0o777 == 0o700
+    sessions = tmp_path / "nodes" / "client_1" / "client_1.sessions"
+    assert sessions.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("scheme", ["plain", "masking"])
+def test_one_clients_duplicate_frame_drops_that_client_not_the_round(tmp_path, scheme):
+    """Threat: a malicious client sends its protected input twice (or a frame the server
+    role refuses) so that the round aborts after every client was charged. The error is
+    attributable to that sender: it drops out, the round completes with the others."""
+    _, grid, federation = _federation(tmp_path, scheme)
+
+    def duplicate(party, reply):
+        fields = reply.content.config_records["secagg"] if reply.has_content() else {}
+        if party == "client/1" and "status" in fields and "frames" in fields:
+            frames = unpack_frames(fields["frames"])
+            fields["frames"] = pack_frames(frames + frames)
+
+    grid.tamper = duplicate
+    record = federation.run_round(1).record
+    assert not record.aborted, record.error
+    assert "client/1" in record.dropped
+    assert {"client/0", "client/2"} <= set(record.participants)
     federation.close()

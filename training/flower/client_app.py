@@ -4,7 +4,10 @@ The SuperNode's node config tells the app who it is::
 
     party="client/3"  key-file="/etc/secagg/client_3.key"  state-dir="/var/lib/secagg"
     data="digits"     (or a path to an .npz file with arrays x and y)
-    budget=8.0        (optional: this client's own ε budget; default the federation's)
+    policy="/etc/secagg/policy.json"  (required: the federation policy this node agreed
+                      to out of band, see :mod:`.policy`; DP, ε, δ, rounds, scheme…)
+    budget=8.0        (optional: this client's own ε budget, else the policy's
+                      ``client_budget``; one of them is required under DP)
 
 Message types (``query.<action>``), all content in one ConfigRecord ``"secagg"``:
 
@@ -17,7 +20,10 @@ Message types (``query.<action>``), all content in one ConfigRecord ``"secagg"``
 
 Security: the update and the role's secrets exist only in this process and, sealed,
 in ``Context.state``; replies carry protocol frames only. The client's budget guard
-refuses a round that would overspend whatever the server asks.
+refuses a round that would overspend whatever the server asks. Its DP settings,
+aggregation settings and FedAvg weight come from its own policy (a server's differing
+``train`` config is refused), and it releases each round at most once (a durable
+record of the highest round released, in its state directory).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from training.flower.codec import (
     unpack_frames,
     unseal,
 )
+from training.flower.policy import NodePolicy, PolicyMismatchError
 
 RECORD = "secagg"
 STATE = "secagg-sealed"
@@ -75,7 +82,8 @@ def _node(context: Context) -> tuple[str, PartyKeys]:
 
 def state_dir(context: Context) -> Path:
     path = Path(str(context.node_config.get("state-dir", "")) or ".")
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # ledger, guard, session claims
+    os.chmod(path, 0o700)  # also when it existed (or the umask widened it)
     return path
 
 
@@ -106,7 +114,7 @@ def hello(msg: Message, context: Context) -> Message:
     if party.startswith("client/"):
         from training.flower.client_train import record_count
 
-        records = record_count(context, party, field(body, "config", str))
+        records = record_count(context, party, field(body, "config", str), NodePolicy.load(context))
     public = keys.public
     proof = keys.signing.sign(hello_transcript(party, field(body, "challenge", bytes)))
     return _reply(
@@ -131,6 +139,11 @@ def train(msg: Message, context: Context) -> Message:
     round_number = field(body, "round", int)
     seed = _insecure_seed(context)
     base: Csprng = DeterministicRng.from_int(seed) if seed is not None else SystemRng()
+    policy = NodePolicy.load(context)
+    if not 1 <= round_number <= int(policy.values["rounds"]):
+        raise PolicyMismatchError(
+            f"round must be in 1..{policy.values['rounds']} (the policy); got {round_number}"
+        )
     scheme = _scheme(context, body)
     params = _params(scheme, field(body, "params", bytes))
     _check_identities(context, params)
@@ -141,7 +154,21 @@ def train(msg: Message, context: Context) -> Message:
     )
     # before training: a replayed round costs the client neither budget nor a second reveal
     _claim_session(context, party, params.session, journal.session)
-    outcome = client_train.local_update(context, party, body, state_dir(context), rng=base)
+    released = _released_path(context, party)
+    last = int(released.read_text()) if released.exists() else 0
+    if round_number <= last:  # whatever the DP setting: a second cohort would expose it
+        raise ShareReuseError(
+            f"round must be after {last} (the last {party} released); got {round_number}"
+        )
+    outcome = client_train.local_update(
+        context,
+        party,
+        body,
+        state_dir(context),
+        policy,
+        AggregationConfig(**json.loads(field(body, "aggregation", str))),
+        rng=base,
+    )
     if isinstance(outcome, str):
         return _reply(msg, {"status": "refused", "reason": outcome})
     journal = dataclasses.replace(journal, vector=outcome.submission())
@@ -150,10 +177,11 @@ def train(msg: Message, context: Context) -> Message:
     outbound = role.protect(journal.vector) if isinstance(role, ClientRole) else []
     frames = [encode(m) for m in outbound]
     seconds = time.perf_counter() - start
+    _write_durably(released, str(round_number))  # before anything of this round leaves
     _store(context, journal, keys, body)
     fields: dict[str, Any] = {"status": "trained", "frames": pack_frames(frames)}
     fields["seconds"] = seconds
-    if not json.loads(field(body, "config", str)).get("dp", True):
+    if not policy.dp:
         # diagnostics of private data: released only without DP (as in process)
         fields["loss"] = float(outcome.metrics.loss)
         fields["train-seconds"] = float(outcome.metrics.seconds)
@@ -221,8 +249,10 @@ def relay(msg: Message, context: Context) -> Message:
 
 
 def _scheme(context: Context, public: Any) -> Scheme:
-    """The federation's scheme from its public description, with this node's own roster."""
+    """The federation's scheme from its public description, checked against this node's
+    policy, with this node's own roster."""
     aggregation = AggregationConfig(**json.loads(field(public, "aggregation", str)))
+    NodePolicy.load(context).check_aggregation(field(public, "scheme", str), aggregation)
     scheme = create_scheme(field(public, "scheme", str), aggregation)
     roster = context.node_config.get("roster")
     if roster is not None and hasattr(scheme, "roster"):
@@ -296,17 +326,38 @@ def _claim_session(context: Context, party: str, session: bytes, generation: byt
     obtain a second reveal for the same session (e.g. both shares of a dropped peer).
     """
     path = state_dir(context) / f"{party.replace('/', '_')}.sessions"
-    claims = dict(
-        line.split() for line in path.read_text().splitlines() if line.strip()
-    ) if path.exists() else {}
+    claims = (
+        dict(line.split() for line in path.read_text().splitlines() if line.strip())
+        if path.exists()
+        else {}
+    )
     owner = claims.get(session.hex())
     if owner is None:
-        with open(path, "a") as handle:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as handle:
             handle.write(f"{session.hex()} {generation.hex()}\n")
             handle.flush()
             os.fsync(handle.fileno())
     elif owner != generation.hex():
         raise ShareReuseError(f"session must be new to {party}; got one it already served")
+
+
+def _released_path(context: Context, party: str) -> Path:
+    return state_dir(context) / f"{party.replace('/', '_')}.released"
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` atomically and durably (0600): it survives a crash once written."""
+    tmp = path.with_name(path.name + ".tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _store(context: Context, journal: NodeJournal, keys: PartyKeys, public: Any) -> None:

@@ -24,11 +24,13 @@ from privacy.errors import BudgetExceededError
 from privacy.ledger import PrivacyLedger
 from secagg.errors import ParameterError
 from secagg.rand import Csprng, DeterministicRng
+from secagg.schemes import AggregationConfig
 from training.client import ClientUpdate, run_client, train_local
 from training.config import FederationConfig
 from training.data import load_digits_data, partition
 from training.federation import _seed_from, privacy_plan_for
 from training.flower.codec import field
+from training.flower.policy import NodePolicy
 from training.models import build_model
 from training.privacy_plan import PrivacyPlan
 from training.updates import load_flat
@@ -56,28 +58,42 @@ def load_local_data(
         )
 
 
-def record_count(context: Context, party: str, config_json: str) -> int:
-    """How many training records this client holds, released only without DP (it sets
-    the FedAvg weight); under DP the count stays here (0: weights are uniform)."""
+def record_count(context: Context, party: str, config_json: str, policy: NodePolicy) -> int:
+    """How many training records this client holds, released only when its own policy
+    has no DP (it sets the FedAvg weight); under DP the count stays here (0)."""
     config = FederationConfig(**json.loads(config_json))
-    if config.dp:
+    if policy.dp:
         return 0
     _, y = load_local_data(context, party, config)
     return int(y.shape[0])
 
 
 def local_update(
-    context: Context, party: str, body: ConfigRecord, state: Path, *, rng: Csprng
+    context: Context,
+    party: str,
+    body: ConfigRecord,
+    state: Path,
+    policy: NodePolicy,
+    aggregation: AggregationConfig,
+    *,
+    rng: Csprng,
 ) -> ClientUpdate | str:
-    """Train the broadcast model on this client's data; the update, or why it refused."""
+    """Train the broadcast model on this client's data; the update, or why it refused.
+
+    Raises:
+        PolicyMismatchError: the server's config differs from the node's own policy.
+    """
     config = FederationConfig(**json.loads(field(body, "config", str)))
+    policy.check_config(config, field(body, "nominal-records", int))
     round_number = field(body, "round", int)
     x, y = load_local_data(context, party, config)
+    # this client's own weight: a server-chosen one could isolate it in the sum
+    weight = policy.weight(int(y.shape[0]), aggregation, config.update_clip)
     classes = field(body, "classes", int)
     model = build_model(config.model, int(x.shape[1]), classes, seed=config.seed)
     load_flat(model, np.frombuffer(field(body, "model", bytes), dtype="<f8").copy())
     try:
-        trainer, plan = _trainer(context, party, config, body, round_number, state, rng)
+        trainer, plan = _trainer(party, config, policy, body, round_number, state, rng)
     except BudgetExceededError as exc:
         return str(exc)
     generator = torch.Generator().manual_seed(
@@ -95,7 +111,7 @@ def local_update(
             y,
             config.local,
             round_index=round_number,
-            weight=field(body, "weight", float),
+            weight=weight,
             update_clip=config.update_clip,
             generator=generator,
             trainer=trainer,
@@ -116,9 +132,9 @@ def _own_paths(state: Path, party: str) -> tuple[Path, Path]:
 
 
 def _trainer(
-    context: Context,
     party: str,
     config: FederationConfig,
+    policy: NodePolicy,
     body: ConfigRecord,
     round_number: int,
     state: Path,
@@ -135,11 +151,11 @@ def _trainer(
     if not isinstance(plan, PrivacyPlan):
         raise ParameterError("flower engine supports record-level DP only")
     ledger_path, guard_path = _own_paths(state, party)
-    budget = context.node_config.get("budget")
     if guard_path.exists():
         plan.guards[party] = ClientBudgetGuard.from_json(guard_path.read_text())
-    if budget is not None:
-        plan.guards[party].set_budget(float(budget))
+    if policy.budget is None:  # unreachable: NodePolicy requires one under DP
+        raise ParameterError("policy client_budget must be a positive ε under DP; got none")
+    plan.guards[party].set_budget(policy.budget)
     plan.ledger = PrivacyLedger.open(ledger_path)
     if plan.ledger.budget(party) is None:
         plan.ledger.set_budget(

@@ -4,8 +4,8 @@ Starts, each as its own process group bound to 127.0.0.1 only (insecure mode: no
 TLS on the loopback interface):
 
 - one ``flower-superlink`` (it runs our ServerApp in a ``flwr-serverapp`` subprocess),
-- one ``flower-supernode`` per client, told its party, key file, state directory
-  and data by ``--node-config``,
+- one ``flower-supernode`` per client, told its party, key file, state directory,
+  data and federation policy (``policy.json``, see :mod:`.policy`) by ``--node-config``,
 
 then submits the Flower App (``training/flower/app``) with ``flwr run`` and streams
 its log until the run ends. Every process it started is stopped afterwards — also
@@ -14,6 +14,7 @@ SIGKILL after a grace period.
 
 Layout under the run directory: ``keys/`` (each party's 0600 key file, generated
 here because every party is local), ``roster.json`` (their public keys),
+``policy.json`` (the policy every node checks the server's requests against),
 ``flower-run.json`` (the server's spec), ``flower/`` (logs, each node's state
 directory and Flower home).
 """
@@ -40,6 +41,7 @@ from secagg.identity import PartyKeys, Roster
 from secagg.protocol import PartyId, client_id, holder_id
 from secagg.rand import SystemRng
 from training.config import FederationConfig
+from training.flower.policy import policy_document
 from training.flower.server_app import ERROR_FILE, FlowerSpec, check_flower_config
 
 APP_DIR = Path(__file__).resolve().parent / "app"
@@ -71,6 +73,24 @@ def _wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes]) 
 
 def party_keys_path(run_dir: Path, party: PartyId) -> Path:
     return run_dir / "keys" / (party.replace("/", "_") + ".key")
+
+
+def write_policy(run_dir: Path, config: FederationConfig) -> Path:
+    """The federation policy every node of this deployment agrees to (``policy.json``):
+    flower-local knows the config, as hospitals would agree on it out of band."""
+    from training.data import load_digits_data
+    from training.federation import declared_nominal_records
+
+    data = load_digits_data(seed=config.seed)
+    document = policy_document(
+        config,
+        nominal_records=declared_nominal_records(config, data),
+        # the mean record count: weights records / mean, as the in-process FedAvg
+        weight_unit=len(data.y_train) / config.clients,
+    )
+    path = run_dir / "policy.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
 
 
 def ensure_keys(run_dir: Path, parties: list[PartyId]) -> Roster:
@@ -172,6 +192,7 @@ class LocalDeployment:
             "state-dir": str(state),
             "data": "digits",
             "roster": str((self.run_dir / "roster.json").resolve()),
+            "policy": str((self.run_dir / "policy.json").resolve()),
         }
         if self.insecure_seed is not None:
             node_config["insecure-seed"] = str(self.insecure_seed)
@@ -361,6 +382,7 @@ def prepare(
     if config.scheme == "ckks":  # the decryption committee: one SuperNode per key holder
         parties += [holder_id(i) for i in range(config.committee)]
     ensure_keys(run_dir, parties)
+    write_policy(run_dir, config)
     if not resume:
         FlowerSpec(
             config=config.to_dict(),

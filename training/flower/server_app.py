@@ -327,11 +327,9 @@ class _Relay:
             "model": model,
             "params": params,
         }
-        batch = {
-            p: dict(public, weight=float(fed.weights[fed.clients.index(p)]))
-            for p in cohort
-            if p in fed.nodes
-        }
+        # no weight: each client computes its own from its policy (a server-chosen one
+        # could weight the others to zero and isolate one client in the sum)
+        batch = {p: dict(public) for p in cohort if p in fed.nodes}
         for p in cohort:
             if p not in batch:
                 self.drop(p)
@@ -427,8 +425,15 @@ class _Relay:
             if msg.recipient != SERVER:
                 self.pending[msg.recipient].append(frame)
                 continue
-            # a frame the server role refuses aborts the round, as in process (run_round)
-            out = self._timed(SERVER, lambda m=decode(frame): self.server.handle(m))
+            try:
+                out = self._timed(SERVER, lambda m=decode(frame): self.server.handle(m))
+            except SecAggError:
+                if source == SERVER:
+                    raise  # not one client's doing: the round aborts, as in process
+                # one client's duplicate or malformed frame: that client drops out (as a
+                # spoofer does); the refused frame left the server role as it was
+                self.drop(source)
+                continue
             queue.extend((m, SERVER) for m in out)
 
     def _timed(self, party: PartyId, step: Any) -> list[Any]:
