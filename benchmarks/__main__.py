@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--grid SPEC] [--out DIR] [--no-progress]``."""
+"""``python -m secagg_benchmarks [--quick] [--grid SPEC] [--out DIR] [--no-progress]``."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.grid import PRESETS
-from benchmarks.harness import estimate_plan, plan_lines, run_benchmark
-from benchmarks.report import goal_status
+from secagg_benchmarks.grid import PRESETS
+from secagg_benchmarks.harness import estimate_plan, plan_lines, run_benchmark
+from secagg_benchmarks.report import goal_status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+        prog="python -m secagg_benchmarks",
         description="secagg bench: what each secure-sum scheme costs, side by side.",
     )
     parser.add_argument("--quick", action="store_true", help="the < 2 minute smoke-test grid")

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.grid import VALUE_BOUND, Variant, dropped_count
 from secagg.protocol import PartyId, RoundSession, Scheme, client_id
 from secagg.rand import DeterministicRng
 from secagg.schemes import AggregationConfig, create_scheme
-from training.transport import InProcessTransport, TrafficReport, role_kind
+from secagg_benchmarks.grid import VALUE_BOUND, Variant, dropped_count
+from secagg_training.transport import InProcessTransport, TrafficReport, role_kind
 
 MEMORY_METHOD = (
     "peak resident set size (Linux VmHWM, reset per cell through /proc/self/clear_refs) "
@@ -167,7 +167,7 @@ def available_memory_bytes() -> int:
 def build_scheme(var: Variant, clients: int) -> Scheme:
     """The variant's scheme object: from the registry, or the benchmark-only comparator."""
     if var.scheme == "flare-ckks":
-        from benchmarks.flare import FlareCkksComparator
+        from secagg_benchmarks.flare import FlareCkksComparator
 
         return FlareCkksComparator()
     config = AggregationConfig(

@@ -1,6 +1,6 @@
 """End to end: one small federated training run per scheme on scikit-learn digits.
 
-Every scheme gets its own ``training.federation.Federation`` (the step API
+Every scheme gets its own ``secagg_training.federation.Federation`` (the step API
 behind ``run_federation``) with the same seed, data split, model and local
 settings, so the only difference between runs is the secure-sum scheme. Rounds
 are *interleaved* — round 1 of every scheme, then round 2 of every scheme, … —
@@ -20,8 +20,8 @@ import statistics
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from benchmarks.grid import Grid, variant
 from secagg.rand import DeterministicRng
+from secagg_benchmarks.grid import Grid, variant
 
 Tick = Callable[..., None]
 
@@ -87,7 +87,7 @@ def _summary(fed: Any, setup: Any, records: list[Any], initial: float) -> dict[s
 
 def _interleaved(keys: list[str], plan: Grid, tick: Tick, dp: bool) -> dict[str, dict[str, Any]]:
     """Set up one federation per scheme, then run their rounds in lock-step."""
-    from training.federation import Federation, FederationConfig, evaluate
+    from secagg_training.federation import Federation, FederationConfig, evaluate
 
     runs: dict[str, dict[str, Any]] = {}
     feds: dict[str, Any] = {}
@@ -122,7 +122,7 @@ def _interleaved(keys: list[str], plan: Grid, tick: Tick, dp: bool) -> dict[str,
 
 def _warm_up(plan: Grid) -> None:
     """One untimed plain round: torch's lazy initialisation must not be charged to a scheme."""
-    from training.federation import FederationConfig, run_federation
+    from secagg_training.federation import FederationConfig, run_federation
 
     kwargs = dict(_config_kwargs("plain", plan), rounds=1)
     run_federation(FederationConfig(**kwargs), rng=DeterministicRng.from_int(plan.seed, "warm"))
@@ -135,11 +135,11 @@ def run_e2e(
     if not plan.e2e:
         return {"reason": "disabled in this grid", "runs": {}}
     try:
-        import training.federation  # noqa: F401  (lands with issue 3; optional until then)
+        import secagg_training.federation  # noqa: F401  (lands with issue 3; optional until then)
     except ImportError as exc:
         for _ in keys:
             tick("", 1)
-        return {"reason": f"training.federation is not available ({exc})", "runs": {}}
+        return {"reason": f"secagg_training.federation is not available ({exc})", "runs": {}}
     runs: dict[str, dict[str, Any]] = {}
     runnable: list[str] = []
     for key in keys:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from benchmarks.grid import Variant
+from secagg_benchmarks.grid import Variant
 
 
 def degree(var: Variant, clients: int) -> float:

@@ -1,10 +1,10 @@
 """What Flower's deployment runtime costs per round: flower-local vs in-process, side by side.
 
 The same federation (same seed, scheme, clients) runs twice: in one process
-(:class:`training.federation.Federation`) and on a local Flower deployment (SuperLink
-+ one SuperNode per party, :func:`training.flower.local.run_flower_local`). The round
+(:class:`secagg_training.federation.Federation`) and on a local Flower deployment (SuperLink
++ one SuperNode per party, :func:`secagg_training.flower.local.run_flower_local`). The round
 wall time of each, their ratio and the protocol bytes per client are reported; with
-``secagg bench --flower`` the SecAgg+ comparison of :mod:`benchmarks.flower_secaggplus`
+``secagg bench --flower`` the SecAgg+ comparison of :mod:`secagg_benchmarks.flower_secaggplus`
 is written beside it.
 """
 
@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.flower_secaggplus import compare
-from training.federation import Federation, FederationConfig
+from secagg_benchmarks.flower_secaggplus import compare
+from secagg_training.federation import Federation, FederationConfig
 
 
 def flower_overhead(
     scheme: str = "plain", *, clients: int = 3, rounds: int = 2, seed: int = 0
 ) -> dict[str, Any]:
     """Mean round wall time in process and on flower-local, and their ratio."""
-    from training.flower.local import run_flower_local
+    from secagg_training.flower.local import run_flower_local
 
     config = FederationConfig(
         scheme=scheme, clients=clients, rounds=rounds, seed=seed, model="mlp-small", dp=False

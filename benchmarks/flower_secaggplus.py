@@ -4,7 +4,7 @@ Flower ships SecAgg+ (Bell et al. 2020) as a server workflow plus a client mod. 
 runs it, unmodified, on the same vectors our schemes sum: the real ``ClientApp`` with
 ``secaggplus_mod`` answers the real workflow's four stages through Flower's ``Grid``
 interface served in this process (no SuperLink, so the comparison is protocol work,
-not Flower's process overhead — which :mod:`benchmarks.flower_overhead` measures).
+not Flower's process overhead — which :mod:`secagg_benchmarks.flower_overhead` measures).
 Bytes are Flower's protobuf encoding of each message's content, the analogue of our
 encoded frames.
 
@@ -132,7 +132,7 @@ def _ours(scheme: str, vectors: list[np.ndarray], value_bound: float) -> dict[st
     from secagg.protocol import client_id
     from secagg.rand import DeterministicRng
     from secagg.schemes import AggregationConfig, create_scheme
-    from training.transport import InProcessTransport
+    from secagg_training.transport import InProcessTransport
 
     n, dim = len(vectors), int(vectors[0].shape[0])
     config = AggregationConfig(max_clients=n, value_bound=value_bound)

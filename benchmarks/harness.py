@@ -25,10 +25,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import e2e as e2e_mod
-from benchmarks import goals as goals_mod
-from benchmarks import report
-from benchmarks.cells import (
+from secagg.schemes import available_schemes
+from secagg_benchmarks import e2e as e2e_mod
+from secagg_benchmarks import goals as goals_mod
+from secagg_benchmarks import report
+from secagg_benchmarks.cells import (
     MEMORY_METHOD,
     available_memory_bytes,
     build_scheme,
@@ -37,8 +38,8 @@ from benchmarks.cells import (
     measure_floors,
     run_cell,
 )
-from benchmarks.estimate import Estimator
-from benchmarks.grid import (
+from secagg_benchmarks.estimate import Estimator
+from secagg_benchmarks.grid import (
     CKKS_PRECISION,
     DEFAULT_PRECISION,
     VALUE_BOUND,
@@ -48,7 +49,6 @@ from benchmarks.grid import (
     parse_grid,
     variant,
 )
-from secagg.schemes import available_schemes
 
 SCHEMA = "secagg-bench/1"
 LIBRARIES = ("numpy", "cryptography", "tenseal", "torch", "opacus", "matplotlib", "secagg")
@@ -335,7 +335,7 @@ def run_benchmark(
         out_dir: where the outputs go (created if missing).
         progress: show a rich progress bar.
         grid: a preset (``quick``, ``standard``, ``full``) or a custom spec, see
-            :func:`benchmarks.grid.parse_grid`.
+            :func:`secagg_benchmarks.grid.parse_grid`.
 
     Returns:
         The JSON-able results (the content of results.json).

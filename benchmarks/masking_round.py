@@ -1,6 +1,6 @@
 """Measure pairwise masking against its performance goals (a benchmark, never a test).
 
-Run ``python -m benchmarks.masking_round [--dim 1000000] [--clients 100]``. Every
+Run ``python -m secagg_benchmarks.masking_round [--dim 1000000] [--clients 100]``. Every
 ratio is measured side by side in one process: a full masking round through the
 in-process transport versus a plain float32 sum of the same number of vectors,
 and one mask expansion versus the raw AES-256-CTR keystream of the same length.
@@ -76,7 +76,7 @@ def plain_sum_seconds(dim: int, clients: int, repeat: int = 3) -> float:
 
 def masking_round(dim: int, clients: int, dropout: float, graph: str) -> dict[str, Any]:
     """One full round through the in-process transport; server seconds by phase window."""
-    from training.transport import InProcessTransport
+    from secagg_training.transport import InProcessTransport
 
     scheme = PairwiseMasking(max_clients=clients, graph=graph)
     cohort = [client_id(i) for i in range(clients)]

@@ -2,7 +2,7 @@
 
 How the trainer uses it (record-level DP-SGD, one ledger per run)::
 
-    from privacy import accounting, budget, dpsgd, ledger, noise
+    from secagg_privacy import accounting, budget, dpsgd, ledger, noise
 
     # once, before round 1: calibrate σ for the WHOLE planned schedule
     q = dpsgd.poisson_sample_rate(expected_batch_size=B, dataset_size=n_client)
@@ -24,7 +24,7 @@ How the trainer uses it (record-level DP-SGD, one ledger per run)::
                       clip_norm=clip)                 # commit; stores cumulative ε
 
 Client-level (distributed) DP for the secure schemes lives in
-:mod:`privacy.distributed` and is recorded under its own ledger kind.
-``privacy`` never imports ``secagg`` or ``tenseal``; only :mod:`privacy.dpsgd`
+:mod:`secagg_privacy.distributed` and is recorded under its own ledger kind.
+``privacy`` never imports ``secagg`` or ``tenseal``; only :mod:`secagg_privacy.dpsgd`
 imports Opacus.
 """

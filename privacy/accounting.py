@@ -30,8 +30,8 @@ from dp_accounting.dp_event import DpEvent
 from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
-from privacy.checks import non_negative_int, positive
-from privacy.errors import PrivacyParameterError
+from secagg_privacy.checks import non_negative_int, positive
+from secagg_privacy.errors import PrivacyParameterError
 
 __all__ = [
     "ACCOUNTANT",

@@ -10,7 +10,7 @@ Two independent checks (defence in depth):
   state and budget and refuses to train past it, whatever the server says.
 
 When nobody may train, :func:`select_within_budget` raises
-:class:`~privacy.errors.BudgetExceededError`.
+:class:`~secagg_privacy.errors.BudgetExceededError`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from privacy.accounting import AccountantState, DpEvent, event_to_history
-from privacy.checks import positive
-from privacy.errors import AccountingMismatchError, BudgetExceededError, PrivacyParameterError
-from privacy.ledger import KIND_DPSGD, PrivacyLedger
+from secagg_privacy.accounting import AccountantState, DpEvent, event_to_history
+from secagg_privacy.checks import positive
+from secagg_privacy.errors import (
+    AccountingMismatchError,
+    BudgetExceededError,
+    PrivacyParameterError,
+)
+from secagg_privacy.ledger import KIND_DPSGD, PrivacyLedger
 
 __all__ = [
     "ClientBudgetGuard",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from privacy.errors import PrivacyParameterError
+from secagg_privacy.errors import PrivacyParameterError
 
 
 def positive(name: str, value: object, *, upper: float = math.inf) -> float:

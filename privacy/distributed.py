@@ -9,7 +9,7 @@ multiplier z for adding/removing one client's whole update. Colluding or
 dropped clients' shares are not counted, which is why calibration uses the
 minimum guaranteed number of honest survivors, not the cohort size.
 
-Accounting goes to a second ledger kind (:data:`privacy.ledger.KIND_CLIENT_LEVEL`)
+Accounting goes to a second ledger kind (:data:`secagg_privacy.ledger.KIND_CLIENT_LEVEL`)
 with its own threat model:
 
 - ``cohort-known`` (the default; the server picks or observes the cohort):
@@ -32,15 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.accounting import (
+from secagg_privacy.accounting import (
     DpEvent,
     epsilon_of_event,
     gaussian_event,
     sgd_event,
 )
-from privacy.errors import InsecureConfigurationError, PrivacyParameterError
-from privacy.ledger import KIND_CLIENT_LEVEL, LedgerEntry, PrivacyLedger
-from privacy.noise import SecureGaussian
+from secagg_privacy.errors import InsecureConfigurationError, PrivacyParameterError
+from secagg_privacy.ledger import KIND_CLIENT_LEVEL, LedgerEntry, PrivacyLedger
+from secagg_privacy.noise import SecureGaussian
 
 __all__ = [
     "ADJACENCY_CLIENT",

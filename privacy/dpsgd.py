@@ -9,7 +9,7 @@ What this module guarantees, and why each point matters:
   The accountant uses exactly the q used here.
 - **Per-sample clipping** by Opacus's grad samplers (``GradSampleModule``) and
   ``DPOptimizer.clip_and_accumulate``.
-- **Noise only from** :class:`privacy.noise.SecureGaussian`: the optimizer's
+- **Noise only from** :class:`secagg_privacy.noise.SecureGaussian`: the optimizer's
   noise step is overridden, so Opacus's generator is never consulted.
 - **Fail closed on unsupported layers** (``ModuleValidator``, strict): e.g.
   BatchNorm mixes samples within a batch and voids per-sample sensitivity.
@@ -38,13 +38,13 @@ from opacus.optimizers import DPOptimizer
 from opacus.validators import ModuleValidator
 from opacus.validators.errors import UnsupportedError
 
-from privacy.accounting import DpEvent, sgd_event
-from privacy.checks import positive
-from privacy.errors import InsecureConfigurationError, PrivacyParameterError
-from privacy.noise import ByteSource, SecureGaussian, check_byte_source
+from secagg_privacy.accounting import DpEvent, sgd_event
+from secagg_privacy.checks import positive
+from secagg_privacy.errors import InsecureConfigurationError, PrivacyParameterError
+from secagg_privacy.noise import ByteSource, SecureGaussian, check_byte_source
 
 if TYPE_CHECKING:
-    from privacy.budget import ClientBudgetGuard
+    from secagg_privacy.budget import ClientBudgetGuard
 
 __all__ = [
     "DPSGDParams",

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privacy.accounting import (
+from secagg_privacy.accounting import (
     ACCOUNTANT,
     ADJACENCY,
     AccountantState,
@@ -40,7 +40,7 @@ from privacy.accounting import (
     event_to_json,
     library_versions,
 )
-from privacy.errors import (
+from secagg_privacy.errors import (
     LedgerDuplicateError,
     LedgerIntegrityError,
     PrivacyParameterError,

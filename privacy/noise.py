@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from privacy.errors import InsecureConfigurationError, PrivacyParameterError
+from secagg_privacy.errors import InsecureConfigurationError, PrivacyParameterError
 
 __all__ = ["ByteSource", "OsByteSource", "SecureGaussian"]
 

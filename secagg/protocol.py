@@ -3,7 +3,7 @@
 A *session* is one protocol run (a key ceremony, or one aggregation round). It
 has a coordinator (the server) and participants (clients, key holders). Roles
 never do I/O: they take a :class:`~secagg.wire.Message` and return the
-messages they want sent. A transport (``training.transport``) routes them, and
+messages they want sent. A transport (``secagg_training.transport``) routes them, and
 tells the coordinator when a phase's deadline has passed (:meth:`advance`):
 whoever has not spoken by then is treated as dropped. Dropouts are therefore
 a normal input, not an exception.

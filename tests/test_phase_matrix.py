@@ -17,7 +17,7 @@ from secagg.protocol import Role, client_id
 from secagg.rand import DeterministicRng
 from secagg.schemes import AggregationConfig, available_schemes, create_scheme
 from secagg.wire import Message, registered_types
-from training.transport import InProcessTransport
+from secagg_training.transport import InProcessTransport
 
 
 class _Untouchable:

@@ -21,7 +21,7 @@ import pytest
 import torch
 import typer
 
-from training.cli import app
+from secagg_training.cli import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)

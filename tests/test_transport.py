@@ -9,7 +9,7 @@ from secagg.protocol import client_id
 from secagg.rand import DeterministicRng
 from secagg.schemes import AggregationConfig, create_scheme
 from secagg.wire import encode
-from training.transport import InProcessTransport
+from secagg_training.transport import InProcessTransport
 
 
 def _round(n=3, dim=4):

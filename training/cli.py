@@ -2,7 +2,7 @@
 
 Settings of ``secagg run`` come from, in increasing priority:
 :class:`FederationConfig`'s defaults (the same as the Python API's: threshold CKKS,
-DP-SGD on, and under DP :data:`~training.privacy_plan.DP_TRAINING_DEFAULTS` for the
+DP-SGD on, and under DP :data:`~secagg_training.privacy_plan.DP_TRAINING_DEFAULTS` for the
 local-training settings not given), a ``--config FILE.toml`` whose keys are the flag
 names (``local-epochs = 3``; ``local_epochs`` is accepted too), and the flags.
 Any bad setting ends the command with one ``error:`` line and exit code 2.
@@ -25,19 +25,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from privacy.accounting import format_epsilon
-from privacy.errors import PrivacyError
 from secagg.errors import ParameterError, SecAggError
-from training.config import DEFAULT_SCHEME, PLAIN_TRAINING_DEFAULTS
-from training.federation import (
+from secagg_privacy.accounting import format_epsilon
+from secagg_privacy.errors import PrivacyError
+from secagg_training.config import DEFAULT_SCHEME, PLAIN_TRAINING_DEFAULTS
+from secagg_training.federation import (
     Federation,
     FederationConfig,
     FederationResult,
     RoundRecord,
     UtilityWarning,
 )
-from training.models import available_models
-from training.privacy_plan import DEFAULT_DELTA, DEFAULT_EPSILON, DP_TRAINING_DEFAULTS
+from secagg_training.models import available_models
+from secagg_training.privacy_plan import DEFAULT_DELTA, DEFAULT_EPSILON, DP_TRAINING_DEFAULTS
 
 # Whether `secagg run` trains with DP-SGD unless told --no-dp (the API's default too).
 DP_BY_DEFAULT: bool = FederationConfig.__dataclass_fields__["dp"].default  # type: ignore[assignment]
@@ -428,7 +428,7 @@ def run(
         "model": model,
         "clients-per-round": clients_per_round,
     }
-    from training.report import default_run_dir, prepare_run_dir, write_run_dir
+    from secagg_training.report import default_run_dir, prepare_run_dir, write_run_dir
 
     try:
         if resume is not None:
@@ -511,7 +511,7 @@ def _resume_settings(
     run_dir: Path, flags: dict[str, Any], config: Path | None
 ) -> tuple[FederationConfig, Path, str]:
     """The configuration and engine a checkpointed run directory was started with."""
-    from training.checkpoint import load_checkpoint
+    from secagg_training.checkpoint import load_checkpoint
 
     given = [k for k, v in flags.items() if v is not None]
     if given or config is not None:
@@ -532,7 +532,7 @@ def _run_flower(
     console: Console, settings: FederationConfig, run_dir: Path, *, resume: bool
 ) -> None:
     """Run (or resume) the federation on a local Flower deployment and print its summary."""
-    from training.flower.local import FlowerLocalError, run_flower_local
+    from secagg_training.flower.local import FlowerLocalError, run_flower_local
 
     try:
         document = run_flower_local(settings, run_dir, resume=resume, log=console.print)
@@ -611,7 +611,7 @@ def audit(
 
     Exit status 0 when the audit passes, 2 when it finds a problem (or cannot run).
     """
-    from privacy.audit.report import audit_run, render_console
+    from secagg_privacy.audit.report import audit_run, render_console
 
     torch.set_num_threads(1)
     console = Console(highlight=False)
@@ -657,13 +657,13 @@ def bench(
     ),
 ) -> None:
     """Measure what secure aggregation costs over the plaintext sum (seconds and bytes)."""
-    from benchmarks.harness import estimate_plan, plan_lines, run_benchmark
-    from benchmarks.report import goal_status
+    from secagg_benchmarks.harness import estimate_plan, plan_lines, run_benchmark
+    from secagg_benchmarks.report import goal_status
 
     torch.set_num_threads(1)
     console = Console(highlight=False)
     if flower:
-        from benchmarks.flower_overhead import run_flower_bench
+        from secagg_benchmarks.flower_overhead import run_flower_bench
 
         try:
             run_flower_bench(out)

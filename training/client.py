@@ -19,7 +19,7 @@ from torch import nn
 
 from secagg.errors import ParameterError
 from secagg.protocol import PartyId
-from training.updates import clip_l2, model_delta, weighted_submission
+from secagg_training.updates import clip_l2, model_delta, weighted_submission
 
 OPTIMIZERS = ("sgd", "adam")
 

@@ -1,6 +1,6 @@
 """Client-level (distributed) DP for the secure schemes: ``dp_unit = "client"``.
 
-DP-FedAvg with the noise split across clients (:mod:`privacy.distributed`):
+DP-FedAvg with the noise split across clients (:mod:`secagg_privacy.distributed`):
 each client trains without DP-SGD, clips its whole model change to L2 norm
 ``S = update_clip`` and adds its share of Gaussian noise, N(0, z²S²/h), before
 the scheme protects it. If at least ``h`` honest clients survive to the sum,
@@ -49,7 +49,10 @@ from typing import Any
 
 import numpy as np
 
-from privacy.accounting import (
+from secagg.errors import ParameterError
+from secagg.protocol import Aggregate, PartyId
+from secagg.rand import Csprng
+from secagg_privacy.accounting import (
     ACCOUNTANT,
     compose,
     epsilon_of_event,
@@ -58,8 +61,8 @@ from privacy.accounting import (
     guarantee_label,
     library_versions,
 )
-from privacy.budget import ClientBudgetGuard, reconcile_guard, select_within_budget
-from privacy.distributed import (
+from secagg_privacy.budget import ClientBudgetGuard, reconcile_guard, select_within_budget
+from secagg_privacy.distributed import (
     ADJACENCY_CLIENT,
     COHORT_KNOWN,
     UNIT_CLIENT,
@@ -69,14 +72,11 @@ from privacy.distributed import (
     record_client_level_round,
     round_event,
 )
-from privacy.errors import BudgetExceededError
-from privacy.ledger import KIND_CLIENT_LEVEL, PrivacyLedger, pin_digest
-from privacy.noise import SecureGaussian
-from secagg.errors import ParameterError
-from secagg.protocol import Aggregate, PartyId
-from secagg.rand import Csprng
-from training.client import ClientUpdate, LocalStats, LocalTask, train_local
-from training.privacy_plan import open_fresh_ledger
+from secagg_privacy.errors import BudgetExceededError
+from secagg_privacy.ledger import KIND_CLIENT_LEVEL, PrivacyLedger, pin_digest
+from secagg_privacy.noise import SecureGaussian
+from secagg_training.client import ClientUpdate, LocalStats, LocalTask, train_local
+from secagg_training.privacy_plan import open_fresh_ledger
 
 __all__ = [
     "CLAMP_SIGMAS",

@@ -9,10 +9,10 @@ import numpy as np
 
 from secagg.errors import ParameterError, UnknownSchemeError
 from secagg.schemes import available_schemes
-from training.client import OPTIMIZERS, LocalSettings
-from training.data import PARTITIONS
-from training.models import available_models
-from training.privacy_plan import (
+from secagg_training.client import OPTIMIZERS, LocalSettings
+from secagg_training.data import PARTITIONS
+from secagg_training.models import available_models
+from secagg_training.privacy_plan import (
     DEFAULT_DELTA,
     DEFAULT_EPSILON,
     DEFAULT_MAX_GRAD_NORM,
@@ -77,7 +77,7 @@ class FederationConfig:
     (default ``epsilon``); ``max_grad_norm`` the per-sample clip. Setting any of
     these with ``dp=False`` raises :class:`ParameterError`. ``dp_unit="client"``
     switches to client-level distributed DP for the secure schemes
-    (:mod:`training.client_dp`): updates clipped to ``update_clip``, noise shares
+    (:mod:`secagg_training.client_dp`): updates clipped to ``update_clip``, noise shares
     calibrated for ``min_honest`` honest survivors (default half the clients).
     ``local_epochs``/``batch_size``/``lr`` left ``None`` take DP-SGD's recommended
     values under record-level DP (:data:`DP_TRAINING_DEFAULTS`), else

@@ -34,34 +34,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from privacy.dpsgd import validate_model
-from privacy.errors import BudgetExceededError
 from secagg.errors import DecodeError, IntegrityError, ParameterError, ProtocolAbort
 from secagg.protocol import Aggregate, PartyId, Scheme, client_id
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
-from training.checkpoint import (
+from secagg_privacy.dpsgd import validate_model
+from secagg_privacy.errors import BudgetExceededError
+from secagg_training.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
     load_checkpoint,
     load_model,
     save_state,
 )
-from training.client import (
+from secagg_training.client import (
     ClientUpdate,
     LocalTrainer,
     run_client,
     train_local,
 )
-from training.client_dp import ClientLevelPlan, honest_floor
-from training.config import FederationConfig
-from training.data import FederatedData, load_digits_data, partition
-from training.models import build_model
-from training.privacy_plan import (
+from secagg_training.client_dp import ClientLevelPlan, honest_floor
+from secagg_training.config import FederationConfig
+from secagg_training.data import FederatedData, load_digits_data, partition
+from secagg_training.models import build_model
+from secagg_training.privacy_plan import (
     PrivacyPlan,
 )
-from training.transport import InProcessTransport, TrafficReport
-from training.updates import fedavg_from_sum, flatten, layout_of, load_flat, sample_weights
+from secagg_training.transport import InProcessTransport, TrafficReport
+from secagg_training.updates import fedavg_from_sum, flatten, layout_of, load_flat, sample_weights
 
 # Round records list every client's ε only for federations up to this size.
 EPSILON_PER_ROUND_MAX_CLIENTS = 32
@@ -355,7 +355,7 @@ class Federation:
 
     Use :func:`run_federation` for a whole run; this class exposes the steps
     (:meth:`setup`, :meth:`run_round`) for tests and custom loops. Under DP,
-    :meth:`run_round` raises :class:`~privacy.errors.BudgetExceededError` when no
+    :meth:`run_round` raises :class:`~secagg_privacy.errors.BudgetExceededError` when no
     selected client can afford the round; call :meth:`close` when done (``run``
     closes the ledger itself).
     """
@@ -490,7 +490,7 @@ class Federation:
 
         Under DP the loop stops early when no client can afford another round;
         ``stopped`` records that round and why. With ``run_dir`` the model and a
-        checkpoint are written after every round (:mod:`training.checkpoint`), and a
+        checkpoint are written after every round (:mod:`secagg_training.checkpoint`), and a
         checkpoint already there is resumed from its last completed round.
         """
         try:

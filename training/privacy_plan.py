@@ -16,13 +16,13 @@ A :class:`PrivacyPlan` is created once per run (when ``config.dp``) and owns:
   released exactly and add/remove DP fails; the replace-one ε of the same σ is
   1.9–2.4× the printed one.) σ is calibrated once for the whole planned
   schedule (rounds × steps per round) to the target ε — or taken as given.
-- **The ledger** (:class:`privacy.ledger.PrivacyLedger`), with every client's
+- **The ledger** (:class:`secagg_privacy.ledger.PrivacyLedger`), with every client's
   budget written as an entry before round 1.
 - **Selection** (server side): before each round a dry run drops the clients
   whose cumulative ε would pass their budget; when nobody is left the round
-  raises :class:`~privacy.errors.BudgetExceededError`.
-- **The local trainer**: :func:`privacy.dpsgd.train_dp_sgd` with the client's own
-  :class:`~privacy.budget.ClientBudgetGuard` (the client refuses to overspend
+  raises :class:`~secagg_privacy.errors.BudgetExceededError`.
+- **The local trainer**: :func:`secagg_privacy.dpsgd.train_dp_sgd` with the client's own
+  :class:`~secagg_privacy.budget.ClientBudgetGuard` (the client refuses to overspend
   whatever the server asks), noise and Poisson sampling from the federation's
   CSPRNG fork ``dp/<client>/<round>``.
 - **Commit**: after training, one ledger entry per client that trained.
@@ -42,7 +42,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from privacy.accounting import (
+from secagg.errors import ParameterError
+from secagg.protocol import Aggregate, PartyId
+from secagg.rand import Csprng
+from secagg_privacy.accounting import (
     ACCOUNTANT,
     ADJACENCY,
     calibrate_noise_multiplier,
@@ -50,20 +53,17 @@ from privacy.accounting import (
     guarantee_label,
     library_versions,
 )
-from privacy.budget import ClientBudgetGuard, reconcile_guard, select_within_budget
-from privacy.dpsgd import DPSGDParams, train_dp_sgd
-from privacy.ledger import (
+from secagg_privacy.budget import ClientBudgetGuard, reconcile_guard, select_within_budget
+from secagg_privacy.dpsgd import DPSGDParams, train_dp_sgd
+from secagg_privacy.ledger import (
     KIND_DPSGD,
     THREAT_MODEL_RECORD_LEVEL,
     UNIT_RECORD,
     PrivacyLedger,
     pin_digest,
 )
-from privacy.noise import SecureGaussian
-from secagg.errors import ParameterError
-from secagg.protocol import Aggregate, PartyId
-from secagg.rand import Csprng
-from training.client import ClientUpdate, LocalStats, LocalTask
+from secagg_privacy.noise import SecureGaussian
+from secagg_training.client import ClientUpdate, LocalStats, LocalTask
 
 __all__ = [
     "DEFAULT_DELTA",
@@ -290,7 +290,7 @@ class PrivacyPlan:
         return list(selection.allowed), sorted(selection.refused)
 
     def train(self, task: LocalTask) -> LocalStats:
-        """The DP-SGD :data:`~training.client.LocalTrainer` (the client side).
+        """The DP-SGD :data:`~secagg_training.client.LocalTrainer` (the client side).
 
         Raises:
             BudgetExceededError: the client's own guard refuses to overspend.

@@ -11,9 +11,9 @@ from typing import Any
 
 from matplotlib.figure import Figure  # the Agg canvas; no pyplot, no GUI backend
 
-from privacy.accounting import format_epsilon
 from secagg.errors import ParameterError
-from training.federation import FederationResult
+from secagg_privacy.accounting import format_epsilon
+from secagg_training.federation import FederationResult
 
 RUNS_DIR = Path("runs")
 

@@ -8,7 +8,7 @@ is non-zero in that coordinate, so the column ``d + i`` of the first linear
 layer receives exactly two things per step: canary ``i``'s clipped per-example
 gradient (only when it is in the dataset *and* Poisson-sampled) and the DP
 noise. The canaries therefore go through the production code path end to end
-(:func:`privacy.dpsgd.train_dp_sgd`: Poisson sampling, Opacus per-example
+(:func:`secagg_privacy.dpsgd.train_dp_sgd`: Poisson sampling, Opacus per-example
 clipping, CSPRNG noise, the optimizer step) while their effect is as cleanly
 separable as a gradient-space ("Dirac") canary's.
 
@@ -51,10 +51,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from privacy import accounting
-from privacy.dpsgd import DPSGDParams, train_dp_sgd
-from privacy.errors import PrivacyParameterError
-from privacy.noise import ByteSource, SecureGaussian, check_byte_source
+from secagg_privacy import accounting
+from secagg_privacy.dpsgd import DPSGDParams, train_dp_sgd
+from secagg_privacy.errors import PrivacyParameterError
+from secagg_privacy.noise import ByteSource, SecureGaussian, check_byte_source
 
 CANARY_SCALE = 4.0  # canary coordinate value: most of its gradient norm lands in its column
 DEFAULT_CANARIES = 1000
@@ -344,7 +344,7 @@ def run_canary_experiment(
         model_factory: ``(in_features, num_classes) -> nn.Module`` built only of
             Linear layers and parameter-free activations; default logistic regression.
         trainer: one step of the audited mechanism (the audit passes the production
-            client trainer); default :func:`privacy.dpsgd.train_dp_sgd` with one step.
+            client trainer); default :func:`secagg_privacy.dpsgd.train_dp_sgd` with one step.
             It must train with plain SGD at ``config.lr`` and normalizer
             ``q·(n + m/2)`` so the observed update inverts to the noisy gradient sum.
 

@@ -9,7 +9,7 @@
 - a guarantee statement in the style of "How to DP-fy ML" (Ponomareva et al.
   2023): unit of privacy, adjacency, sampling, accountant, δ, whether every
   round is covered, what is not accounted;
-- the empirical one-run canary audit (:mod:`privacy.audit.canary`): a valid
+- the empirical one-run canary audit (:mod:`secagg_privacy.audit.canary`): a valid
   95% lower bound and a Gaussian-fit estimate beside the theoretical ε, with a
   verdict (``consistent`` / ``VIOLATION``).
 
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from dp_accounting import dp_event
 
-from privacy import accounting
-from privacy.audit import stats
-from privacy.audit.canary import (
+from secagg_privacy import accounting
+from secagg_privacy.audit import stats
+from secagg_privacy.audit.canary import (
     CLIP_Z_LIMIT,
     DEFAULT_CANARIES,
     MAX_AUDIT_STEPS,
@@ -43,8 +43,8 @@ from privacy.audit.canary import (
     normalizer_for,
     run_canary_experiment,
 )
-from privacy.errors import LedgerIntegrityError, PrivacyError, PrivacyParameterError
-from privacy.ledger import (
+from secagg_privacy.errors import LedgerIntegrityError, PrivacyError, PrivacyParameterError
+from secagg_privacy.ledger import (
     KIND_BUDGET,
     KIND_CLIENT_LEVEL,
     KIND_DPSGD,
@@ -52,7 +52,7 @@ from privacy.ledger import (
     PrivacyLedger,
     pin_digest,
 )
-from privacy.noise import ByteSource, OsByteSource, SecureGaussian, check_byte_source
+from secagg_privacy.noise import ByteSource, OsByteSource, SecureGaussian, check_byte_source
 
 __all__ = [
     "AuditReport",
@@ -139,7 +139,7 @@ class CanaryAudit:
     clip_excess: float = 0.0  # mean unclipped − clipped canary norm in σC: the clip test's power
     clip_samples: int = 0
     bad_forwards: int = 0
-    trainer: str = "privacy.dpsgd.train_dp_sgd"
+    trainer: str = "secagg_privacy.dpsgd.train_dp_sgd"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,7 +439,7 @@ def _epsilon_findings(clients: list[ClientStatus]) -> list[str]:
     return found
 
 
-# result.json's "unit" for the ledger's record-level unit (training.privacy_plan.UNIT)
+# result.json's "unit" for the ledger's record-level unit (secagg_training.privacy_plan.UNIT)
 _RESULT_UNIT = {"one training record of one client": "record-level, per client"}
 
 
@@ -696,7 +696,7 @@ def run_canary_audit(
 
     ``actual_noise_multiplier`` injects a fault (train with a σ different from
     the claimed one) to test the auditor itself; it needs ``production=False``
-    (the direct :func:`privacy.dpsgd.train_dp_sgd` step, for unit tests only).
+    (the direct :func:`secagg_privacy.dpsgd.train_dp_sgd` step, for unit tests only).
     ``production=True`` (the default, and what ``secagg audit`` uses) drives every
     step through the client trainer the federation runs, ``PrivacyPlan.train``.
     """
@@ -774,7 +774,7 @@ def run_canary_audit(
         method=(
             "one-run audit (Steinke, Nasr & Jagielski 2023), white-box: "
             f"{canaries} isolated-coordinate canaries each included with probability 1/2 "
-            "(CSPRNG), trained through privacy.dpsgd.train_dp_sgd, every intermediate model "
+            "(CSPRNG), trained through secagg_privacy.dpsgd.train_dp_sgd, every intermediate model "
             "observed, per-step likelihood-ratio scores; guess counts fixed in advance, "
             f"Bonferroni over {len(bound.guess_counts)} counts; plus the noise std actually "
             "applied, estimated from the excluded canaries' pure-noise columns (χ² interval)"
@@ -797,9 +797,9 @@ def run_canary_audit(
         clip_samples=result.clip_samples,
         bad_forwards=result.bad_forwards,
         trainer=(
-            "training.privacy_plan.PrivacyPlan.train"
+            "secagg_training.privacy_plan.PrivacyPlan.train"
             if production
-            else "privacy.dpsgd.train_dp_sgd"
+            else "secagg_privacy.dpsgd.train_dp_sgd"
         ),
     )
 
@@ -831,8 +831,8 @@ def production_step_trainer(
     the production noise source, sampler fork and budget guard.
     """
     from secagg.rand import DeterministicRng
-    from training.client import LocalSettings, LocalTask
-    from training.privacy_plan import PrivacyPlan
+    from secagg_training.client import LocalSettings, LocalTask
+    from secagg_training.privacy_plan import PrivacyPlan
 
     plan = PrivacyPlan(
         [client],
@@ -933,7 +933,7 @@ def _theory_findings(
 
 def _production_model(result: Mapping[str, Any]) -> ModelFactory | None:
     """The run's own model architecture (``config.model``), when the run recorded one."""
-    from training.models import MODELS
+    from secagg_training.models import MODELS
 
     config = result.get("config")
     name = config.get("model") if isinstance(config, dict) else None

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import optimize, special, stats
 
-from privacy.errors import PrivacyParameterError
+from secagg_privacy.errors import PrivacyParameterError
 
 DEFAULT_BETA = 0.05
 #: Guess counts as fractions of ``m`` (split evenly between "in" and "out"),

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from benchmarks.goals import GOAL_CLIENTS, GOAL_DIM
-from benchmarks.grid import PRESETS, VARIANT_KEYS, dropped_count
-from benchmarks.harness import SCHEMA, run_benchmark
-from benchmarks.report import PLOTS
+from secagg_benchmarks.goals import GOAL_CLIENTS, GOAL_DIM
+from secagg_benchmarks.grid import PRESETS, VARIANT_KEYS, dropped_count
+from secagg_benchmarks.harness import SCHEMA, run_benchmark
+from secagg_benchmarks.report import PLOTS
 
 STATUSES = {"ok", "skipped", "failed", "not available"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-import benchmarks.harness as harness
-from benchmarks.cells import Workload, make_inputs, make_workload
-from benchmarks.flare import DECRYPTOR, FlareCkksComparator
-from benchmarks.goals import evaluate
-from benchmarks.grid import PRESETS, VALUE_BOUND, dropped_count, parse_grid
+import secagg_benchmarks.harness as harness
 from secagg.errors import ParameterError
 from secagg.protocol import client_id
 from secagg.rand import DeterministicRng
-from training.transport import InProcessTransport
+from secagg_benchmarks.cells import Workload, make_inputs, make_workload
+from secagg_benchmarks.flare import DECRYPTOR, FlareCkksComparator
+from secagg_benchmarks.goals import evaluate
+from secagg_benchmarks.grid import PRESETS, VALUE_BOUND, dropped_count, parse_grid
+from secagg_training.transport import InProcessTransport
 
 # ------------------------------------------------------------------ grid
 
@@ -298,14 +298,14 @@ def test_plan_estimate_lists_skips_with_reasons():
 
 
 def test_cli_plan_runs(capsys):
-    from benchmarks.__main__ import main
+    from secagg_benchmarks.__main__ import main
 
     assert main(["--plan", "--quick"]) == 0
     assert "cells to run" in capsys.readouterr().out
 
 
 def test_goal_status_says_below_goal_size_as_results_md_does():
-    from benchmarks.report import _goal_rows, goal_status
+    from secagg_benchmarks.report import _goal_rows, goal_status
 
     goal = {
         "goal": "g",
@@ -325,8 +325,8 @@ def test_goal_status_says_below_goal_size_as_results_md_does():
 def test_bench_plan_lists_every_cell_of_the_default_standard_grid():
     from typer.testing import CliRunner
 
-    from benchmarks.harness import estimate_plan
-    from training.cli import app
+    from secagg_benchmarks.harness import estimate_plan
+    from secagg_training.cli import app
 
     result = CliRunner().invoke(app, ["bench", "--plan"])
     assert result.exit_code == 0, result.output
@@ -345,7 +345,7 @@ def test_e2e_step_means_keep_withheld_training_time_withheld():
     count): the end-to-end summary reports it as missing instead of crashing or inventing 0."""
     from types import SimpleNamespace
 
-    from benchmarks.e2e import _mean_seconds
+    from secagg_benchmarks.e2e import _mean_seconds
 
     dp = [SimpleNamespace(seconds={"train": None, "total": 2.0}) for _ in range(3)]
     plain = [

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from benchmarks.flower_secaggplus import run_flower_secaggplus
 from secagg.rand import DeterministicRng
+from secagg_benchmarks.flower_secaggplus import run_flower_secaggplus
 
 
 def test_flower_secaggplus_sums_the_vectors_within_its_quantization():

@@ -12,7 +12,7 @@ from secagg.ckks.messages import CkksSubmission
 from secagg.protocol import client_id
 from secagg.rand import DeterministicRng
 from secagg.wire import decode, encode
-from training.transport import InProcessTransport
+from secagg_training.transport import InProcessTransport
 
 
 def drive(session, *, inputs=None, silent=(), tamper=None, record=None, silent_from=1):

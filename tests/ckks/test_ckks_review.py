@@ -32,7 +32,7 @@ from secagg.errors import (
 )
 from secagg.rand import DeterministicRng
 from secagg.wire import decode, encode
-from training.transport import InProcessTransport
+from secagg_training.transport import InProcessTransport
 
 DIM = 300
 

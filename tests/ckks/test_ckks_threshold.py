@@ -13,7 +13,7 @@ from secagg.errors import InsufficientParticipantsError, UnexpectedPhaseError
 from secagg.rand import DeterministicRng
 from secagg.schemes import AggregationConfig, create_scheme
 from secagg.wire import decode
-from training.transport import InProcessTransport
+from secagg_training.transport import InProcessTransport
 
 DIM = 700  # two ciphertexts at N = 512, the second partly padded
 

@@ -12,7 +12,7 @@ from secagg.masking.params import validate_threshold
 from secagg.protocol import client_id
 from secagg.rand import DeterministicRng
 from secagg.schemes import AggregationConfig, create_scheme
-from training.transport import InProcessTransport
+from secagg_training.transport import InProcessTransport
 
 DIM = 5
 NEVER = 5  # a drop phase ≥ 5 means the client stays to the end

@@ -23,7 +23,7 @@ class ChaChaSource:
 
 def blobs(n: int, *, label: str = "blobs") -> tuple[torch.Tensor, torch.Tensor]:
     """Two well-separated Gaussian classes in 8-D, drawn from a deterministic source."""
-    from privacy.noise import standard_normal
+    from secagg_privacy.noise import standard_normal
 
     src = ChaChaSource(label)
     x = torch.from_numpy(standard_normal(src, n * 8).reshape(n, 8)).float()

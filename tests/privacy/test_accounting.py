@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opacus.accountants import PRVAccountant
 
-from privacy.accounting import (
+from secagg_privacy.accounting import (
     AccountantState,
     calibrate_noise_multiplier,
     compose,
@@ -19,7 +19,7 @@ from privacy.accounting import (
     gaussian_event,
     sgd_event,
 )
-from privacy.errors import PrivacyParameterError
+from secagg_privacy.errors import PrivacyParameterError
 
 DELTA = 1e-5
 
@@ -175,7 +175,7 @@ def test_zero_steps_spend_nothing():
 
 
 def test_printed_epsilon_is_rounded_up_never_to_nearest():
-    from privacy.accounting import format_epsilon, guarantee_label
+    from secagg_privacy.accounting import format_epsilon, guarantee_label
 
     assert format_epsilon(2.99939) == "3.000"  # to nearest would print 2.999 < ε
     assert format_epsilon(2.9990001) == "3.000"

@@ -1,7 +1,7 @@
 """The canary experiment: CSPRNG draws, the exact clipped-gradient probe, and the audit verdicts.
 
 The two end-to-end tests train through the production DP-SGD path
-(privacy.dpsgd.train_dp_sgd with SecureGaussian noise); the only difference
+(secagg_privacy.dpsgd.train_dp_sgd with SecureGaussian noise); the only difference
 between them is the σ the experiment trains with.
 """
 
@@ -12,8 +12,8 @@ from privacy_testkit import ChaChaSource
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from privacy.audit import stats
-from privacy.audit.canary import (
+from secagg_privacy.audit import stats
+from secagg_privacy.audit.canary import (
     CANARY_SCALE,
     CanaryConfig,
     _check_instrument,
@@ -22,8 +22,8 @@ from privacy.audit.canary import (
     run_canary_experiment,
     uniform_labels,
 )
-from privacy.errors import InsecureConfigurationError, PrivacyParameterError
-from privacy.noise import SecureGaussian
+from secagg_privacy.errors import InsecureConfigurationError, PrivacyParameterError
+from secagg_privacy.noise import SecureGaussian
 
 # σ=4, q=0.3, 50 steps: theoretical ε ≈ 2.26 at δ=1e-5, cheap enough for CI (~1–3 s per run).
 AUDIT = dict(noise_multiplier=4.0, sample_rate=0.3, steps=50, max_grad_norm=1.0, lr=0.5, delta=1e-5)

@@ -13,10 +13,10 @@ import torch
 from test_audit_power import make_run
 from typer.testing import CliRunner
 
-import privacy.dpsgd as dpsgd
-import training.privacy_plan as privacy_plan
-from privacy.noise import SecureGaussian
-from training.cli import app
+import secagg_privacy.dpsgd as dpsgd
+import secagg_training.privacy_plan as privacy_plan
+from secagg_privacy.noise import SecureGaussian
+from secagg_training.cli import app
 
 
 def noise_fifth_in_plan(monkeypatch):
@@ -81,7 +81,7 @@ def test_a_fault_in_the_production_path_fails_the_audit(tmp_path, monkeypatch, e
     doc = json.loads((tmp_path / "a" / "audit.json").read_text())
     assert doc["status"] == "FAILED"
     assert any(named in f for f in doc["findings"]), doc["findings"]
-    assert doc["canary"]["trainer"] == "training.privacy_plan.PrivacyPlan.train"
+    assert doc["canary"]["trainer"] == "secagg_training.privacy_plan.PrivacyPlan.train"
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import io
 from rich.console import Console
 from test_audit_report import _audit
 
-from privacy.audit.report import _canary_warnings
+from secagg_privacy.audit.report import _canary_warnings
 
 
 def test_audit_caveat_rounds_the_claimed_epsilon_up():
@@ -14,7 +14,7 @@ def test_audit_caveat_rounds_the_claimed_epsilon_up():
 
 
 def test_piped_round_line_rounds_epsilon_up():
-    from training.cli import _round_line
+    from secagg_training.cli import _round_line
 
     class Record:
         round, aborted, accuracy, error = 1, False, 0.5, None
@@ -30,8 +30,8 @@ def test_piped_round_line_rounds_epsilon_up():
 def test_an_audited_epsilon_other_than_the_ledgers_is_a_finding(tmp_path):
     from test_audit_report import make_run
 
-    from privacy.audit.report import _client_statuses, _theory_findings
-    from privacy.ledger import KIND_DPSGD, PrivacyLedger
+    from secagg_privacy.audit.report import _client_statuses, _theory_findings
+    from secagg_privacy.ledger import KIND_DPSGD, PrivacyLedger
 
     run_dir = make_run(tmp_path)  # 5 rounds × 10 steps of one mechanism per client
     with PrivacyLedger.open(run_dir / "ledger") as book:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from privacy import accounting
-from privacy.audit import stats
-from privacy.dpsgd import _SecureNoiseDPOptimizer
-from privacy.ledger import PrivacyLedger, pin_digest
-from training.cli import app
+from secagg_privacy import accounting
+from secagg_privacy.audit import stats
+from secagg_privacy.dpsgd import _SecureNoiseDPOptimizer
+from secagg_privacy.ledger import PrivacyLedger, pin_digest
+from secagg_training.cli import app
 
 DELTA = 1e-5
 Q, STEPS, CLIP = 0.1, 10, 1.0

@@ -8,8 +8,8 @@ import pytest
 from privacy_testkit import ChaChaSource
 from rich.console import Console
 
-from privacy import accounting
-from privacy.audit.report import (
+from secagg_privacy import accounting
+from secagg_privacy.audit.report import (
     AUDIT_JSON,
     AUDIT_MD,
     AUDIT_PLOT,
@@ -17,8 +17,8 @@ from privacy.audit.report import (
     audit_run,
     render_console,
 )
-from privacy.errors import LedgerIntegrityError, PrivacyError
-from privacy.ledger import PrivacyLedger, pin_digest
+from secagg_privacy.errors import LedgerIntegrityError, PrivacyError
+from secagg_privacy.ledger import PrivacyLedger, pin_digest
 
 DELTA = 1e-5
 SIGMA, Q, STEPS, CLIP = 4.0, 0.3, 10, 1.0  # 5 rounds × 10 steps: ε ≈ 2.26 per client
@@ -235,8 +235,8 @@ def test_truncated_ledger_against_a_pinned_head(tmp_path):
 
 
 def _audit(**kw):
-    from privacy.audit.report import CanaryAudit
-    from privacy.audit.stats import NoiseScaleCheck
+    from secagg_privacy.audit.report import CanaryAudit
+    from secagg_privacy.audit.stats import NoiseScaleCheck
 
     base = dict(
         audited_client="c",
@@ -266,7 +266,7 @@ def _audit(**kw):
 
 
 def test_canary_caveats_blind_spot_and_suspicious_estimate():
-    from privacy.audit.report import _canary_warnings
+    from secagg_privacy.audit.report import _canary_warnings
 
     assert _canary_warnings(_audit()) == []
     blind = _canary_warnings(_audit(theoretical_epsilon=8.0, gaussian_epsilon_estimate=7.0))

@@ -10,9 +10,9 @@ from privacy_testkit import ChaChaSource
 from scipy import special
 from scipy import stats as sps
 
-from privacy.audit import stats
-from privacy.errors import PrivacyError, PrivacyParameterError
-from privacy.noise import standard_normal
+from secagg_privacy.audit import stats
+from secagg_privacy.errors import PrivacyError, PrivacyParameterError
+from secagg_privacy.noise import standard_normal
 
 
 def lb(m, r, v, delta=1e-5, beta=0.05):

@@ -8,10 +8,16 @@ import pytest
 from test_audit_report import make_run
 from typer.testing import CliRunner
 
-from privacy import accounting
-from privacy.audit.report import audit_run
-from privacy.ledger import KIND_DPSGD, PrivacyLedger, _canonical_json, _chain_hash, pin_digest
-from training.cli import app
+from secagg_privacy import accounting
+from secagg_privacy.audit.report import audit_run
+from secagg_privacy.ledger import (
+    KIND_DPSGD,
+    PrivacyLedger,
+    _canonical_json,
+    _chain_hash,
+    pin_digest,
+)
+from secagg_training.cli import app
 
 
 def rewrite_ledger(run_dir, edit):

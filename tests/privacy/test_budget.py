@@ -1,9 +1,9 @@
 import pytest
 
-from privacy.accounting import epsilon, sgd_event
-from privacy.budget import ClientBudgetGuard, dry_run, select_within_budget
-from privacy.errors import BudgetExceededError, PrivacyParameterError
-from privacy.ledger import PrivacyLedger
+from secagg_privacy.accounting import epsilon, sgd_event
+from secagg_privacy.budget import ClientBudgetGuard, dry_run, select_within_budget
+from secagg_privacy.errors import BudgetExceededError, PrivacyParameterError
+from secagg_privacy.ledger import PrivacyLedger
 
 DELTA = 1e-5
 SIGMA, Q, STEPS = 1.0, 0.05, 40
@@ -122,8 +122,8 @@ def test_guard_rejects_garbage_state():
 
 
 def test_reconcile_guard_fails_closed_on_any_difference(tmp_path):
-    from privacy.budget import reconcile_guard
-    from privacy.errors import AccountingMismatchError
+    from secagg_privacy.budget import reconcile_guard
+    from secagg_privacy.errors import AccountingMismatchError
 
     with PrivacyLedger.open(tmp_path / "l") as ledger:
         ledger.set_budget("a", epsilon=10.0, delta=1e-5, round_index=0)

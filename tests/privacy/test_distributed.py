@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from privacy_testkit import ChaChaSource
 
-from privacy.accounting import epsilon_of_event
-from privacy.distributed import (
+from secagg_privacy.accounting import epsilon_of_event
+from secagg_privacy.distributed import (
     COHORT_HIDDEN,
     COHORT_KNOWN,
     POPULATION,
@@ -17,9 +17,9 @@ from privacy.distributed import (
     record_client_level_round,
     round_event,
 )
-from privacy.errors import InsecureConfigurationError, PrivacyParameterError
-from privacy.ledger import KIND_CLIENT_LEVEL, KIND_DPSGD, PrivacyLedger
-from privacy.noise import SecureGaussian
+from secagg_privacy.errors import InsecureConfigurationError, PrivacyParameterError
+from secagg_privacy.ledger import KIND_CLIENT_LEVEL, KIND_DPSGD, PrivacyLedger
+from secagg_privacy.noise import SecureGaussian
 
 DELTA = 1e-5
 POP_DELTA = 10_000**-1.1

@@ -6,10 +6,14 @@ import pytest
 import torch
 from privacy_testkit import ChaChaSource, blobs
 
-from privacy.budget import ClientBudgetGuard
-from privacy.dpsgd import DPSGDParams, poisson_mask, poisson_sample_rate, train_dp_sgd
-from privacy.errors import BudgetExceededError, InsecureConfigurationError, PrivacyParameterError
-from privacy.noise import SecureGaussian
+from secagg_privacy.budget import ClientBudgetGuard
+from secagg_privacy.dpsgd import DPSGDParams, poisson_mask, poisson_sample_rate, train_dp_sgd
+from secagg_privacy.errors import (
+    BudgetExceededError,
+    InsecureConfigurationError,
+    PrivacyParameterError,
+)
+from secagg_privacy.noise import SecureGaussian
 
 
 def mlp(seed=0):

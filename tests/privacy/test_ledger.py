@@ -2,9 +2,9 @@ import sqlite3
 
 import pytest
 
-from privacy.accounting import ACCOUNTANT, event_from_json, sgd_event
-from privacy.errors import LedgerDuplicateError, LedgerIntegrityError, PrivacyParameterError
-from privacy.ledger import KIND_BUDGET, KIND_DPSGD, PrivacyLedger
+from secagg_privacy.accounting import ACCOUNTANT, event_from_json, sgd_event
+from secagg_privacy.errors import LedgerDuplicateError, LedgerIntegrityError, PrivacyParameterError
+from secagg_privacy.ledger import KIND_BUDGET, KIND_DPSGD, PrivacyLedger
 
 DELTA = 1e-5
 SIGMA, Q, STEPS, CLIP = 1.0, 0.05, 40, 1.0
@@ -147,8 +147,8 @@ def filled_summary(tmp_path):
 
 CRASHER = """
 import os, sys
-import privacy.ledger as L
-from privacy.accounting import sgd_event
+import secagg_privacy.ledger as L
+from secagg_privacy.accounting import sgd_event
 book = L.PrivacyLedger.open(sys.argv[1])
 ev = sgd_event(noise_multiplier=1.0, sample_rate=0.05, steps=40)
 kw = dict(event=ev, delta=1e-5, noise_multiplier=1.0, sample_rate=0.05, steps=40, clip_norm=1.0)
@@ -225,7 +225,7 @@ def test_edited_column_is_detected(tmp_path):
 
 def test_rehashed_edit_breaks_the_chain(tmp_path):
     # The attacker also recomputes the edited row's hash: the next row's link breaks.
-    import privacy.ledger as L
+    import secagg_privacy.ledger as L
 
     path = tmp_path / "ledger"
     filled(path).close()

@@ -3,8 +3,8 @@ import pytest
 import torch
 from privacy_testkit import ChaChaSource
 
-from privacy.errors import InsecureConfigurationError, PrivacyParameterError
-from privacy.noise import OsByteSource, SecureGaussian
+from secagg_privacy.errors import InsecureConfigurationError, PrivacyParameterError
+from secagg_privacy.noise import OsByteSource, SecureGaussian
 
 
 def test_statistics_match_requested_std():

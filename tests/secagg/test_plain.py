@@ -13,7 +13,7 @@ from secagg.plain import PlainClient, PlainUpdate
 from secagg.protocol import SERVER, client_id
 from secagg.rand import DeterministicRng
 from secagg.schemes import AggregationConfig, create_scheme
-from training.transport import InProcessTransport
+from secagg_training.transport import InProcessTransport
 
 
 def _round(n=4, dim=6):

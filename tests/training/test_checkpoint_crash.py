@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-import training.checkpoint as checkpoint_module
-from training.checkpoint import (
+import secagg_training.checkpoint as checkpoint_module
+from secagg_training.checkpoint import (
     MODEL_FILE,
     Checkpoint,
     load_checkpoint,

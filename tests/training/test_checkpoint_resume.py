@@ -10,11 +10,11 @@ import json
 import pytest
 import torch
 
-from privacy.ledger import KIND_DPSGD, PrivacyLedger
 from secagg.errors import ParameterError
 from secagg.rand import DeterministicRng
-from training.checkpoint import load_checkpoint
-from training.federation import Federation, FederationConfig, run_federation
+from secagg_privacy.ledger import KIND_DPSGD, PrivacyLedger
+from secagg_training.checkpoint import load_checkpoint
+from secagg_training.federation import Federation, FederationConfig, run_federation
 
 CONFIG = FederationConfig(
     scheme="plain",
@@ -115,7 +115,7 @@ def test_resume_refuses_another_configuration(tmp_path):
 def test_cli_resume_continues_a_crashed_run_and_refuses_new_settings(tmp_path):
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from secagg_training.cli import app
 
     runner = CliRunner()
     out = tmp_path / "run"

@@ -6,9 +6,9 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from privacy.ledger import KIND_DPSGD, PrivacyLedger
-from training.cli import DP_BY_DEFAULT, app
-from training.privacy_plan import DP_TRAINING_DEFAULTS
+from secagg_privacy.ledger import KIND_DPSGD, PrivacyLedger
+from secagg_training.cli import DP_BY_DEFAULT, app
+from secagg_training.privacy_plan import DP_TRAINING_DEFAULTS
 
 runner = CliRunner()
 TINY = ["--scheme", "plain", "--clients", "3", "--seed", "1", "--model", "mlp-small"]

@@ -14,14 +14,14 @@ import torch
 from opacus.accountants import PRVAccountant
 from torch import nn
 
-from privacy.accounting import event_to_history
-from privacy.errors import BudgetExceededError, InsecureConfigurationError
-from privacy.ledger import KIND_DPSGD, PrivacyLedger
 from secagg.errors import ParameterError
 from secagg.rand import DeterministicRng
-from training.client import train_local
-from training.config import PRIVACY_SETTINGS
-from training.federation import Federation, FederationConfig, UtilityWarning, run_federation
+from secagg_privacy.accounting import event_to_history
+from secagg_privacy.errors import BudgetExceededError, InsecureConfigurationError
+from secagg_privacy.ledger import KIND_DPSGD, PrivacyLedger
+from secagg_training.client import train_local
+from secagg_training.config import PRIVACY_SETTINGS
+from secagg_training.federation import Federation, FederationConfig, UtilityWarning, run_federation
 
 DELTA = 1e-5
 # Small, fast DP runs: 3 clients of ~479 records, one local epoch of 8 steps at q≈0.134.
@@ -150,8 +150,8 @@ def test_adding_one_record_changes_nothing_but_what_the_noise_hides(tmp_path):
 def test_local_training_run_twice_in_a_round_fails_closed(tmp_path, monkeypatch):
     """Injected accounting bug outside train_dp_sgd: each client trains twice per round but
     the round is charged once. The guard/ledger reconciliation stops the run at round 1."""
-    import training.federation as federation
-    from privacy.errors import AccountingMismatchError
+    import secagg_training.federation as federation
+    from secagg_privacy.errors import AccountingMismatchError
 
     original = federation.run_client
 
@@ -329,7 +329,7 @@ def test_zero_declared_colluders_warns(tmp_path):
 
 
 def test_client_level_run_is_accounted_in_its_own_ledger_kind(tmp_path):
-    from privacy.ledger import KIND_CLIENT_LEVEL
+    from secagg_privacy.ledger import KIND_CLIENT_LEVEL
 
     config = FederationConfig(**CLIENT_LEVEL, rounds=2, epsilon=4.0)
     result = run_federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")
@@ -420,9 +420,9 @@ def test_a_sum_released_below_the_floor_is_not_used_and_is_charged_at_its_real_n
     z·√(5/6), and the guard/ledger difference stops the run (fail closed)."""
     import dataclasses
 
-    from privacy.errors import AccountingMismatchError
-    from privacy.ledger import KIND_CLIENT_LEVEL
     from secagg.schemes import create_scheme
+    from secagg_privacy.errors import AccountingMismatchError
+    from secagg_privacy.ledger import KIND_CLIENT_LEVEL
 
     config = FederationConfig(
         **{**CLIENT_LEVEL, "clients": 6, "seed": 3},
@@ -453,7 +453,7 @@ def test_a_sum_released_below_the_floor_is_not_used_and_is_charged_at_its_real_n
 
 
 def test_a_client_level_round_that_crashes_after_the_noise_is_still_charged(tmp_path):
-    from privacy.ledger import KIND_CLIENT_LEVEL
+    from secagg_privacy.ledger import KIND_CLIENT_LEVEL
 
     config = FederationConfig(**CLIENT_LEVEL, rounds=2, epsilon=4.0)
     fed = Federation(config, rng=_rng(), ledger_path=tmp_path / "ledger")

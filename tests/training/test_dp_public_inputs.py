@@ -10,8 +10,8 @@ from sklearn.datasets import load_digits
 
 from secagg.errors import ParameterError
 from secagg.rand import DeterministicRng
-from training.data import from_arrays, load_digits_data
-from training.federation import Federation, FederationConfig, UtilityWarning, run_federation
+from secagg_training.data import from_arrays, load_digits_data
+from secagg_training.federation import Federation, FederationConfig, UtilityWarning, run_federation
 
 FAST = {"scheme": "plain", "clients": 3, "seed": 1, "rounds": 1, "model": "logreg"}
 

@@ -9,9 +9,9 @@ from torch import nn
 from secagg.errors import ParameterError, UnknownSchemeError
 from secagg.rand import DeterministicRng
 from secagg.schemes import available_schemes
-from training.data import from_arrays
-from training.federation import Federation, FederationConfig, run_federation
-from training.updates import flatten
+from secagg_training.data import from_arrays
+from secagg_training.federation import Federation, FederationConfig, run_federation
+from secagg_training.updates import flatten
 
 
 def _rng():

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from secagg.errors import ParameterError
-from training.updates import (
+from secagg_training.updates import (
     check_flat,
     clip_l2,
     fedavg_from_sum,

@@ -12,19 +12,19 @@ import pytest
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from privacy.ledger import PrivacyLedger
 from secagg.errors import DecodeError, IntegrityError, ParameterError
 from secagg.identity import PartyKeys
 from secagg.protocol import client_id
 from secagg.rand import DeterministicRng
 from secagg.wire import decode, encode
-from training.federation import Federation, FederationConfig
-from training.flower.client_app import STATE
-from training.flower.client_app import app as client_app
-from training.flower.codec import NodeJournal, pack_frames, seal, unpack_frames, unseal
-from training.flower.local import ensure_keys, party_keys_path, write_policy
-from training.flower.policy import NodePolicy
-from training.flower.server_app import FlowerFederation, FlowerSpec
+from secagg_privacy.ledger import PrivacyLedger
+from secagg_training.federation import Federation, FederationConfig
+from secagg_training.flower.client_app import STATE
+from secagg_training.flower.client_app import app as client_app
+from secagg_training.flower.codec import NodeJournal, pack_frames, seal, unpack_frames, unseal
+from secagg_training.flower.local import ensure_keys, party_keys_path, write_policy
+from secagg_training.flower.policy import NodePolicy
+from secagg_training.flower.server_app import FlowerFederation, FlowerSpec
 
 SEED = 3
 SCHEMES = ["plain", "masking", "ckks"]
@@ -102,7 +102,7 @@ class InProcessGrid:
 
 
 def _hello(grid, tmp_path, config):
-    from training.flower.server_app import _hello as hello
+    from secagg_training.flower.server_app import _hello as hello
 
     spec = FlowerSpec(config=config.to_dict(), roster=str(tmp_path / "roster.json"))
     return hello(grid, grid.get_node_ids(), config, spec)

@@ -21,11 +21,11 @@ import time
 
 import pytest
 
-from privacy.ledger import KIND_DPSGD, PrivacyLedger
 from secagg.rand import DeterministicRng
-from training.checkpoint import load_checkpoint
-from training.federation import Federation, FederationConfig
-from training.flower.local import LocalDeployment, prepare, run_flower_local
+from secagg_privacy.ledger import KIND_DPSGD, PrivacyLedger
+from secagg_training.checkpoint import load_checkpoint
+from secagg_training.federation import Federation, FederationConfig
+from secagg_training.flower.local import LocalDeployment, prepare, run_flower_local
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from secagg.identity import PartyKeys, Roster
-from training.cli import app
+from secagg_training.cli import app
 
 runner = CliRunner()
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from secagg.errors import ParameterError
-from training.client import LocalSettings, LocalTask, run_client, train_local
-from training.data import load_digits_data
-from training.models import build_model
-from training.updates import flatten
+from secagg_training.client import LocalSettings, LocalTask, run_client, train_local
+from secagg_training.data import load_digits_data
+from secagg_training.models import build_model
+from secagg_training.updates import flatten
 
 
 @pytest.fixture(scope="module")

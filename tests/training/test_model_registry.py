@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from secagg.errors import ParameterError
-from training.models import available_models, build_model
-from training.updates import flatten
+from secagg_training.models import available_models, build_model
+from secagg_training.updates import flatten
 
 
 def test_initialization_is_seeded_and_leaves_the_global_rng_alone():

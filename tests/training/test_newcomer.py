@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from secagg.errors import DecodeError, ParameterError
 from secagg.plain import PlainClient
 from secagg.rand import DeterministicRng
-from training.cli import app, resolve_settings
-from training.config import PRIVACY_SETTINGS, FederationConfig
-from training.federation import Federation, UtilityWarning, run_federation
-from training.models import available_models
-from training.report import effective_threshold, epsilon_series, render_report
-from training.updates import flatten
+from secagg_training.cli import app, resolve_settings
+from secagg_training.config import PRIVACY_SETTINGS, FederationConfig
+from secagg_training.federation import Federation, UtilityWarning, run_federation
+from secagg_training.models import available_models
+from secagg_training.report import effective_threshold, epsilon_series, render_report
+from secagg_training.updates import flatten
 
 runner = CliRunner()
 PLAIN = {"scheme": "plain", "dp": False}
@@ -137,7 +137,7 @@ def test_a_poisoned_update_aborts_the_round_and_keeps_the_model():
     np.testing.assert_array_equal(flatten(fed.model), before)
     with pytest.raises(DecodeError):  # the scheme itself, without the federation
         session = with_attacker(2, fed.clients, fed.dim + 1, rng=_rng())
-        from training.transport import InProcessTransport
+        from secagg_training.transport import InProcessTransport
 
         InProcessTransport().run(session, inputs={p: np.ones(fed.dim + 1) for p in fed.clients})
 
@@ -260,13 +260,13 @@ def test_a_run_directory_turning_read_only_mid_run_is_one_error_line(tmp_path, m
         def fail(*args, **kwargs):
             raise sqlite3.OperationalError("attempt to write a readonly database")
 
-        monkeypatch.setattr("privacy.ledger.PrivacyLedger.record_round", fail)
+        monkeypatch.setattr("secagg_privacy.ledger.PrivacyLedger.record_round", fail)
     else:
 
         def fail(*args, **kwargs):
             raise PermissionError(13, "Permission denied", "result.json")
 
-        monkeypatch.setattr("training.report.write_result_json", fail)
+        monkeypatch.setattr("secagg_training.report.write_result_json", fail)
     args = ["--scheme", "plain", "--clients", "3", "--rounds", "1", "--seed", "1"]
     line = _error_line(runner.invoke(app, ["run", *args, "--out", str(tmp_path / "r")]))
     assert "out must stay a writable directory during the run" in line

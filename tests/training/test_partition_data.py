@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secagg.errors import ParameterError
-from training.data import (
+from secagg_training.data import (
     from_arrays,
     from_torch_dataset,
     load_digits_data,

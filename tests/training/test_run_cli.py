@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from secagg.schemes import available_schemes
-from training.cli import DEFAULT_SCHEME, app
+from secagg_training.cli import DEFAULT_SCHEME, app
 
 runner = CliRunner()
 FAST = ["--clients", "3", "--rounds", "2", "--seed", "1"]

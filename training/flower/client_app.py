@@ -52,7 +52,7 @@ from secagg.protocol import ClientRole, Role, Scheme
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.schemes import AggregationConfig, create_scheme
 from secagg.wire import DEFAULT_MAX_MESSAGE_BYTES, MAGIC, decode, encode
-from training.flower.codec import (
+from secagg_training.flower.codec import (
     NodeJournal,
     field,
     hello_transcript,
@@ -61,7 +61,7 @@ from training.flower.codec import (
     unpack_frames,
     unseal,
 )
-from training.flower.policy import NodePolicy, PolicyMismatchError
+from secagg_training.flower.policy import NodePolicy, PolicyMismatchError
 
 RECORD = "secagg"
 STATE = "secagg-sealed"
@@ -112,7 +112,7 @@ def hello(msg: Message, context: Context) -> Message:
     body = _content(msg)
     records = 0
     if party.startswith("client/"):
-        from training.flower.client_train import record_count
+        from secagg_training.flower.client_train import record_count
 
         records = record_count(context, party, field(body, "config", str), NodePolicy.load(context))
     public = keys.public
@@ -132,7 +132,7 @@ def hello(msg: Message, context: Context) -> Message:
 @app.query("train")
 def train(msg: Message, context: Context) -> Message:
     """Train locally, then protect the update with this client's party-local role."""
-    from training.flower import client_train  # torch, opacus: only where training happens
+    from secagg_training.flower import client_train  # torch, opacus: only where training happens
 
     party, keys = _node(context)
     body = _content(msg)

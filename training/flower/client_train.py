@@ -19,21 +19,21 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context
 
-from privacy.budget import ClientBudgetGuard
-from privacy.errors import BudgetExceededError
-from privacy.ledger import PrivacyLedger
 from secagg.errors import ParameterError
 from secagg.rand import Csprng, DeterministicRng
 from secagg.schemes import AggregationConfig
-from training.client import ClientUpdate, run_client, train_local
-from training.config import FederationConfig
-from training.data import load_digits_data, partition
-from training.federation import _seed_from, privacy_plan_for
-from training.flower.codec import field
-from training.flower.policy import NodePolicy
-from training.models import build_model
-from training.privacy_plan import PrivacyPlan
-from training.updates import load_flat
+from secagg_privacy.budget import ClientBudgetGuard
+from secagg_privacy.errors import BudgetExceededError
+from secagg_privacy.ledger import PrivacyLedger
+from secagg_training.client import ClientUpdate, run_client, train_local
+from secagg_training.config import FederationConfig
+from secagg_training.data import load_digits_data, partition
+from secagg_training.federation import _seed_from, privacy_plan_for
+from secagg_training.flower.codec import field
+from secagg_training.flower.policy import NodePolicy
+from secagg_training.models import build_model
+from secagg_training.privacy_plan import PrivacyPlan
+from secagg_training.updates import load_flat
 
 
 def load_local_data(

@@ -35,14 +35,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import training
 from secagg.errors import SecAggError
 from secagg.identity import PartyKeys, Roster
 from secagg.protocol import PartyId, client_id, holder_id
 from secagg.rand import SystemRng
-from training.config import FederationConfig
-from training.flower.policy import policy_document
-from training.flower.server_app import ERROR_FILE, FlowerSpec, check_flower_config
+from secagg_training.config import FederationConfig
+from secagg_training.flower.policy import policy_document
+from secagg_training.flower.server_app import ERROR_FILE, FlowerSpec, check_flower_config
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 HOST = "127.0.0.1"
@@ -78,8 +77,8 @@ def party_keys_path(run_dir: Path, party: PartyId) -> Path:
 def write_policy(run_dir: Path, config: FederationConfig) -> Path:
     """The federation policy every node of this deployment agrees to (``policy.json``):
     flower-local knows the config, as hospitals would agree on it out of band."""
-    from training.data import load_digits_data
-    from training.federation import declared_nominal_records
+    from secagg_training.data import load_digits_data
+    from secagg_training.federation import declared_nominal_records
 
     data = load_digits_data(seed=config.seed)
     document = policy_document(
@@ -135,10 +134,7 @@ class LocalDeployment:
 
     def env(self, home: Path) -> dict[str, str]:
         env = dict(os.environ)
-        source_root = str(Path(training.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [source_root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
-        )
+        # every process imports the installed secagg_* packages of this interpreter's venv
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["FLWR_HOME"] = str(home)
         env["OMP_NUM_THREADS"] = "1"  # many small processes share the cores

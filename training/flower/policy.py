@@ -31,7 +31,7 @@ from flwr.app import Context
 
 from secagg.errors import IntegrityError, ParameterError
 from secagg.schemes import AggregationConfig
-from training.config import FederationConfig
+from secagg_training.config import FederationConfig
 
 # FederationConfig fields a node pins (DP, then aggregation); the rest (lr, model, seed…)
 # change the model, not what a client releases or who can unmask it

@@ -1,6 +1,6 @@
 """The Flower ``ServerApp``: our server role driven over Flower's ``Grid``.
 
-One round (mirrors :class:`training.transport.InProcessTransport`'s loop)::
+One round (mirrors :class:`secagg_training.transport.InProcessTransport`'s loop)::
 
     broadcast: global model + the scheme's round parameters  (query.train, deadline =
         the training deadline) → each client trains, builds its role party-locally,
@@ -41,7 +41,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from privacy.errors import BudgetExceededError
 from secagg.errors import (
     DecodeError,
     InsufficientParticipantsError,
@@ -63,12 +62,13 @@ from secagg.protocol import (
 from secagg.rand import Csprng, DeterministicRng, SystemRng
 from secagg.wire import DEFAULT_MAX_MESSAGE_BYTES, decode, encode
 from secagg.wire import Message as WireMessage
-from training.config import FederationConfig
-from training.federation import Federation, RoundOutcome, SetupRecord, evaluate
-from training.flower.codec import field, hello_transcript, pack_frames, unpack_frames
-from training.privacy_plan import PrivacyPlan
-from training.transport import MAX_PHASES, PhaseStats, TrafficReport, role_kind
-from training.updates import fedavg_from_sum, flatten, load_flat
+from secagg_privacy.errors import BudgetExceededError
+from secagg_training.config import FederationConfig
+from secagg_training.federation import Federation, RoundOutcome, SetupRecord, evaluate
+from secagg_training.flower.codec import field, hello_transcript, pack_frames, unpack_frames
+from secagg_training.privacy_plan import PrivacyPlan
+from secagg_training.transport import MAX_PHASES, PhaseStats, TrafficReport, role_kind
+from secagg_training.updates import fedavg_from_sum, flatten, load_flat
 
 RECORD = "secagg"
 SPEC_FILE = "flower-run.json"
@@ -521,8 +521,8 @@ def _hello(
 
 def serve(grid: Grid, run_dir: Path) -> None:
     """The federation of ``run_dir``'s spec over ``grid``; writes the run directory."""
-    from training.checkpoint import CHECKPOINT_FILE
-    from training.report import write_run_dir
+    from secagg_training.checkpoint import CHECKPOINT_FILE
+    from secagg_training.report import write_run_dir
 
     spec = FlowerSpec.load(run_dir)
     config = FederationConfig(**spec.config)

@@ -1,5 +1,5 @@
 """Flower App entry point: the ServerApp of the installed secagg package."""
 
-from training.flower.server_app import app as server
+from secagg_training.flower.server_app import app as server
 
 __all__ = ["server"]
