@@ -125,10 +125,13 @@ class SystemRng(Csprng):
 
 
 class DeterministicRng(Csprng):
-    """ChaCha20 keystream under a 256-bit seed: reproducible, for tests and simulations.
+    """ChaCha20 keystream under a 256-bit seed: reproducible from that seed.
 
-    Security: anyone holding the seed can recompute every output. Never use it
-    for production keys, masks or DP noise.
+    Security: exactly as secret as its seed — anyone holding the seed recomputes every
+    output. With a guessable seed (``from_int``, a config ``seed``) it is for tests and
+    simulations only, never for keys, masks or DP noise. Under a fresh secret 256-bit seed
+    drawn from the OS it is a CSPRNG: a Flower node keeps such a seed sealed so that it can
+    rebuild its role between the phases of a round (``training/flower/client_app.py``).
     """
 
     def __init__(self, seed: bytes) -> None:
