@@ -470,7 +470,7 @@ def run(
         console.print(privacy_table(result))
     if result.setup is not None:
         console.print(
-            f"key ceremony: {result.setup.bytes_total / 1000:.1f} kB in "
+            f"CRS ceremony: {result.setup.bytes_total / 1000:.1f} kB in "
             f"{result.setup.messages} messages, {result.setup.seconds:.2f} s"
         )
     if result.scheme.get("insecure"):

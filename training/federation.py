@@ -174,7 +174,7 @@ def no_privacy_summary() -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class SetupRecord:
-    """Cost of the scheme's one-off key ceremony (absent for schemes without one)."""
+    """Cost of the scheme's one-off setup ceremony (CKKS: the committee's CRS; absent elsewhere)."""
 
     bytes_total: int
     seconds: float
@@ -632,7 +632,7 @@ class Federation:
     # -- steps -------------------------------------------------------------
 
     def setup(self) -> SetupRecord | None:
-        """Run the scheme's key ceremony (if any) through the transport, once."""
+        """Run the scheme's setup ceremony (if any) through the transport, once."""
         session = self.scheme.setup(rng=self.rng.fork("setup"))
         if session is None:
             return None

@@ -236,7 +236,7 @@ def render_report(result: FederationResult) -> str:
     ]
     if result.setup is not None:
         lines += [
-            f"Key ceremony: {result.setup.bytes_total} bytes, {result.setup.seconds:.3f} s, "
+            f"CRS ceremony: {result.setup.bytes_total} bytes, {result.setup.seconds:.3f} s, "
             f"{result.setup.messages} messages.",
             "",
         ]
