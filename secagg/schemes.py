@@ -33,6 +33,9 @@ class AggregationConfig:
             decrypts refuses a smaller one); set by client-level DP to h + declared
             colluders so that every released sum holds at least h honest noise shares.
             ``None``: no floor beyond the scheme's own threshold.
+        corrupt_holders: CKKS key holders that may collude with a malicious server; one
+            opened set per round needs ``threshold ≥ ⌈(committee + c + 1)/2⌉`` (0 by default:
+            the default 3-of-5 tolerates none against an equivocating server).
     """
 
     max_clients: int
@@ -42,6 +45,7 @@ class AggregationConfig:
     graph: str = "full"
     precision: float = 1e-5
     min_honest: int | None = None
+    corrupt_holders: int = 0
 
     def __post_init__(self) -> None:
         if self.max_clients < 1:
@@ -54,6 +58,15 @@ class AggregationConfig:
             raise ParameterError(f"threshold must be ≥ 1; got {self.threshold}")
         if self.graph not in ("full", "sparse"):
             raise ParameterError(f"graph must be 'full' or 'sparse'; got {self.graph!r}")
+        if isinstance(self.corrupt_holders, bool) or not isinstance(self.corrupt_holders, int):
+            raise ParameterError(
+                f"corrupt_holders must be an integer; got {self.corrupt_holders!r}"
+            )
+        if not 0 <= self.corrupt_holders < self.committee:
+            raise ParameterError(
+                f"corrupt_holders must be in [0, committee={self.committee}); "
+                f"got {self.corrupt_holders}"
+            )
         if not self.precision > 0:
             raise ParameterError(f"precision must be > 0; got {self.precision}")
         if self.min_honest is not None and (

@@ -59,6 +59,7 @@ CONFIG_KEYS: dict[str, str] = {
     "rounds": "rounds",
     "committee": "committee",
     "threshold": "threshold",
+    "corrupt-holders": "corrupt_holders",
     "graph": "graph",
     "dropout": "dropout",
     "epsilon": "epsilon",
@@ -319,6 +320,12 @@ def run(
     threshold: int | None = typer.Option(
         None, help="Parties needed to finish a round (default: the scheme's)."
     ),
+    corrupt_holders: int | None = typer.Option(
+        None,
+        help="CKKS key holders that may collude with a malicious server; the default "
+        "threshold rises to ⌈(committee + c + 1)/2⌉ (e.g. 9 holders, c = 4 → 7-of-9)"
+        + _d("corrupt_holders"),
+    ),
     graph: str | None = typer.Option(None, help="Masking graph: full or sparse" + _d("graph")),
     dropout: float | None = typer.Option(
         None, help="Per-round client dropout probability" + _d("dropout")
@@ -404,6 +411,7 @@ def run(
         "rounds": rounds,
         "committee": committee,
         "threshold": threshold,
+        "corrupt-holders": corrupt_holders,
         "graph": graph,
         "dropout": dropout,
         "epsilon": epsilon,

@@ -89,6 +89,7 @@ class FederationConfig:
     rounds: int = 10
     committee: int = 5
     threshold: int | None = None
+    corrupt_holders: int = 0
     graph: str = "full"
     dropout: float = 0.0
     seed: int = 0
@@ -222,12 +223,31 @@ class FederationConfig:
                 raise ParameterError(
                     f"committee must be at most {MAX_COMMITTEE}; got {self.committee}"
                 )
+            if isinstance(self.corrupt_holders, bool) or not isinstance(
+                self.corrupt_holders, int
+            ) or not 0 <= self.corrupt_holders < self.committee:
+                raise ParameterError(
+                    f"corrupt_holders must be an integer in [0, committee={self.committee}); "
+                    f"got {self.corrupt_holders!r}"
+                )
+            floor = (self.committee + self.corrupt_holders + 2) // 2
+            if self.threshold is not None and self.threshold < floor:
+                raise ParameterError(
+                    f"threshold must be at least {floor} for {self.corrupt_holders} corrupt "
+                    f"holders of {self.committee} (⌈(n + c + 1)/2⌉: else a server colluding "
+                    f"with them opens two sets in one round); got {self.threshold}"
+                )
             if self.threshold is not None and self.threshold > self.committee:
                 raise ParameterError(
                     f"threshold must be at most committee ({self.committee}) key holders; "
                     f"got {self.threshold}"
                 )
-        elif self.scheme == "masking" and self.threshold is not None:
+        elif self.corrupt_holders:
+            raise ParameterError(
+                f"corrupt_holders must be 0 for scheme {self.scheme!r} (it has no key holders); "
+                f"got {self.corrupt_holders}"
+            )
+        if self.scheme == "masking" and self.threshold is not None:
             # every round's cohort of n must keep a strict majority: t in (n/2, n]
             low = max(self.clients, n) // 2
             if not low < self.threshold <= n:

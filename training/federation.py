@@ -431,6 +431,7 @@ class Federation:
             value_bound=bound,
             committee=config.committee,
             threshold=config.threshold,
+            corrupt_holders=config.corrupt_holders,
             graph=config.graph,
             # client-level DP: whoever unmasks/decrypts refuses a sum below h + colluders
             min_honest=self.privacy.honest.floor

@@ -134,6 +134,7 @@ class ThresholdCKKS(Scheme):
             value_bound=config.value_bound,
             precision=config.precision,
             min_honest=config.min_honest,
+            corrupt_holders=config.corrupt_holders,
         )
 
     def _check_roster(self, roster: Roster) -> None:

@@ -383,6 +383,7 @@ def test_a_server_changing_nominal_records_is_refused(tmp_path):
         (dict(max_clients=2), "max_clients"),
         (dict(graph="sparse"), "graph"),
         (dict(min_honest=1), "min_honest"),
+        (dict(corrupt_holders=1), "corrupt_holders"),
     ],
 )
 def test_a_server_changing_the_aggregation_settings_is_refused(tmp_path, change, name):

@@ -104,6 +104,9 @@ class NodePolicy:
         _same("max_clients", aggregation.max_clients, self.values["clients"])
         _same("committee", aggregation.committee, self.values["committee"])
         _same("threshold", aggregation.threshold, self.values["threshold"])
+        _same(
+            "corrupt_holders", aggregation.corrupt_holders, self.values.get("corrupt_holders", 0)
+        )
         _same("graph", aggregation.graph, self.values["graph"])
         # record-level DP (the only DP on Flower) sets no release floor
         _same("min_honest", aggregation.min_honest, None)
@@ -129,6 +132,7 @@ def policy_document(
 ) -> dict[str, Any]:
     """The policy a node agreeing to ``config`` holds (what ``flower-local`` writes)."""
     document = {k: config.to_dict()[k] for k in DP_FIELDS + AGGREGATION_FIELDS}
+    document["corrupt_holders"] = config.corrupt_holders
     if config.dp:
         document["nominal_records"] = nominal_records
         document["client_budget"] = config.budget if config.budget is not None else config.epsilon
