@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from tiny_dp import tiny_dp
 
 from secagg.errors import ParameterError
 from secagg.rand import DeterministicRng
@@ -16,19 +17,7 @@ from secagg_privacy.ledger import KIND_DPSGD, PrivacyLedger
 from secagg_training.checkpoint import load_checkpoint
 from secagg_training.federation import Federation, FederationConfig, run_federation
 
-CONFIG = FederationConfig(
-    scheme="plain",
-    clients=3,
-    rounds=3,
-    seed=4,
-    dp=True,
-    epsilon=4.0,
-    delta=1e-5,
-    batch_size=64,
-    local_epochs=1,
-    lr=1.0,
-    model="mlp-small",
-)
+CONFIG = FederationConfig(**tiny_dp(scheme="plain", rounds=3, seed=4))
 
 
 class Crash(BaseException):

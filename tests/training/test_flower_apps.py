@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from tiny_dp import tiny_dp
 
 from secagg.errors import DecodeError, IntegrityError, ParameterError
 from secagg.identity import PartyKeys
@@ -28,18 +29,7 @@ from secagg_training.flower.server_app import FlowerFederation, FlowerSpec
 
 SEED = 3
 SCHEMES = ["plain", "masking", "ckks"]
-CONFIG = dict(
-    clients=3,
-    rounds=2,
-    seed=2,
-    dp=True,
-    epsilon=4.0,
-    delta=1e-5,
-    batch_size=64,
-    local_epochs=1,
-    lr=1.0,
-    model="mlp-small",
-)
+CONFIG = tiny_dp(rounds=2, seed=2)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ import threading
 import time
 
 import pytest
+from tiny_dp import tiny_dp
 
 from secagg.rand import DeterministicRng
 from secagg_privacy.ledger import KIND_DPSGD, PrivacyLedger
@@ -30,17 +31,7 @@ from secagg_training.flower.local import LocalDeployment, prepare, run_flower_lo
 pytestmark = pytest.mark.slow
 
 SEED = 11
-CONFIG = dict(
-    clients=3,
-    seed=5,
-    dp=True,
-    epsilon=4.0,
-    delta=1e-5,
-    batch_size=64,
-    local_epochs=1,
-    lr=1.0,
-    model="mlp-small",
-)
+CONFIG = tiny_dp(seed=5)
 
 
 def _charges(path):
