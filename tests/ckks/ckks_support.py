@@ -8,7 +8,7 @@ import numpy as np
 
 from secagg import channels
 from secagg.ckks import TEST_INSECURE_N512, ThresholdCKKS, transcript
-from secagg.ckks.messages import CkksSubmission
+from secagg.ckks.messages import CkksSubmission, ShareRequest
 from secagg.protocol import client_id
 from secagg.rand import DeterministicRng
 from secagg.wire import decode, encode
@@ -97,3 +97,35 @@ def resign(client, msg: CkksSubmission) -> CkksSubmission:
 
 def exact_sum(inputs, parties):
     return np.sum([inputs[p] for p in parties], axis=0)
+
+
+def keep_members(req, idx):
+    """The request restricted to the accepted members at positions ``idx`` (an attacking
+    server's edit; holders recompute every digest it covers)."""
+    n = len(req.envelope_digests) // max(1, len(req.accepted))
+    return dataclasses.replace(
+        req,
+        accepted=tuple(req.accepted[i] for i in idx),
+        ct_digests=tuple(req.ct_digests[i] for i in idx),
+        ephemerals=tuple(req.ephemerals[i] for i in idx),
+        envelope_digests=tuple(d for i in idx for d in req.envelope_digests[i * n : (i + 1) * n]),
+        signatures=tuple(req.signatures[i] for i in idx),
+        envelopes=tuple(req.envelopes[i] for i in idx),
+    )
+
+
+def empty_request(params, round_index, holder):
+    """A share request with no accepted member, carrying ``params`` (whatever they say)."""
+    return ShareRequest(
+        session=params.session,
+        round=round_index,
+        sender="server",
+        recipient=holder,
+        round_params=encode(params),
+        accepted=(),
+        ct_digests=(),
+        ephemerals=(),
+        envelope_digests=(),
+        signatures=(),
+        envelopes=(),
+    )

@@ -10,7 +10,15 @@ import itertools
 
 import numpy as np
 import pytest
-from ckks_support import drive, exact_sum, inputs_for, make_federation, open_round, resign
+from ckks_support import (
+    drive,
+    exact_sum,
+    inputs_for,
+    keep_members,
+    make_federation,
+    open_round,
+    resign,
+)
 
 from secagg.ckks import residues as rns
 from secagg.ckks import transcript
@@ -244,20 +252,6 @@ def _server_rewriting(rewrite):
     return Attacker
 
 
-def _keep(req, idx):
-    """The request restricted to the accepted members at positions ``idx``."""
-    n = len(req.envelope_digests) // max(1, len(req.accepted))
-    return dataclasses.replace(
-        req,
-        accepted=tuple(req.accepted[i] for i in idx),
-        ct_digests=tuple(req.ct_digests[i] for i in idx),
-        ephemerals=tuple(req.ephemerals[i] for i in idx),
-        envelope_digests=tuple(d for i in idx for d in req.envelope_digests[i * n : (i + 1) * n]),
-        signatures=tuple(req.signatures[i] for i in idx),
-        envelopes=tuple(req.envelopes[i] for i in idx),
-    )
-
-
 def test_server_forging_a_receipt_refused(federation):
     def forge(server, req):
         digests = (bytes(32),) + req.ct_digests[1:]  # claims another ciphertext for client 0
@@ -278,14 +272,14 @@ def test_server_reordering_receipts_refused(federation):
 
 
 def test_server_dropping_receipts_below_floor_refused(federation):
-    drop = _server_rewriting(lambda server, req: _keep(req, range(3)))  # 3 of 8 < ⌈8/2⌉
+    drop = _server_rewriting(lambda server, req: keep_members(req, range(3)))  # 3 of 8 < ⌈8/2⌉
     with pytest.raises(InconsistentViewError, match="floor"):
         _run(federation, seed=12, server_cls=drop)
 
 
 def test_server_dropping_a_receipt_above_floor_never_opens_the_victim(federation):
     """Dropping the victim's receipt opens K_{S−v}: the victim's c0 stays under k_v."""
-    attacker = _server_rewriting(lambda server, req: _keep(req, range(1, 8)))
+    attacker = _server_rewriting(lambda server, req: keep_members(req, range(1, 8)))
     session, inputs = _run(federation, seed=13, server_cls=attacker)
     server = session.coordinator
     eng = federation.engine
@@ -339,7 +333,7 @@ def test_server_asking_twice_refused(federation):
 
 def test_server_asking_below_floor_isolating_a_victim_refused(federation):
     """Server + one colluding client ask to open {victim, colluder}: below the floor."""
-    isolate = _server_rewriting(lambda server, req: _keep(req, [0, 1]))
+    isolate = _server_rewriting(lambda server, req: keep_members(req, [0, 1]))
     with pytest.raises(InconsistentViewError, match="floor"):
         _run(federation, seed=15, server_cls=isolate)
 
@@ -350,7 +344,7 @@ def test_server_shrinking_the_cohort_to_lower_the_floor_refused(federation):
     def shrink(server, req):
         params = decode(req.round_params)
         fake = dataclasses.replace(params, cohort=params.cohort[:4])  # floor max(3, 2) = 3
-        return dataclasses.replace(_keep(req, [0, 1, 2]), round_params=encode(fake))
+        return dataclasses.replace(keep_members(req, [0, 1, 2]), round_params=encode(fake))
 
     with pytest.raises(IntegrityError):  # the clients' receipts name the real parameters
         _run(federation, seed=16, server_cls=_server_rewriting(shrink))
@@ -366,7 +360,7 @@ def test_min_honest_floor_refuses_small_sums():
     with pytest.raises(InsufficientParticipantsError, match="floor 6"):
         drive(session, inputs=inputs, silent=silent, silent_from=0)
     # a server that skips its own check is refused by the holders, before any release
-    ask_anyway = _server_rewriting(lambda server, req: _keep(req, range(5)))
+    ask_anyway = _server_rewriting(lambda server, req: keep_members(req, range(5)))
     session = open_round(scheme, 8, DIM, 18, server_cls=ask_anyway)
     with pytest.raises(InconsistentViewError, match="floor 6"):
         drive(session, inputs=inputs_for(session.clients, DIM, 18))

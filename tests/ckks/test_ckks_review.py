@@ -9,7 +9,16 @@ import dataclasses
 
 import numpy as np
 import pytest
-from ckks_support import cohort_of, drive, exact_sum, inputs_for, make_federation, open_round
+from ckks_support import (
+    cohort_of,
+    drive,
+    empty_request,
+    exact_sum,
+    inputs_for,
+    keep_members,
+    make_federation,
+    open_round,
+)
 
 from secagg.ckks import TEST_INSECURE_N512, ThresholdCKKS, transcript
 from secagg.ckks import residues as rns
@@ -17,7 +26,6 @@ from secagg.ckks.aggregation import broadcast_params
 from secagg.ckks.messages import (
     CeremonyOpen,
     Relay,
-    ShareRequest,
     ShareSum,
 )
 from secagg.ckks.scheme import default_threshold
@@ -54,20 +62,6 @@ def _collect(scheme, n, seed, round_index=None):
     return session, inputs, uploads, requests
 
 
-def _keep(req, idx):
-    """The request restricted to accepted members ``idx`` (holders recompute the digest)."""
-    n = len(req.envelope_digests) // len(req.accepted)
-    return dataclasses.replace(
-        req,
-        accepted=tuple(req.accepted[i] for i in idx),
-        ct_digests=tuple(req.ct_digests[i] for i in idx),
-        ephemerals=tuple(req.ephemerals[i] for i in idx),
-        envelope_digests=tuple(d for i in idx for d in req.envelope_digests[i * n : (i + 1) * n]),
-        signatures=tuple(req.signatures[i] for i in idx),
-        envelopes=tuple(req.envelopes[i] for i in idx),
-    )
-
-
 def _rows(scheme, answer):
     return rns.unpack_into(answer.residues, scheme.engine.data_primes, scheme.engine.degree)
 
@@ -97,16 +91,16 @@ def _two_sets_attack(scheme, corrupt):
     honest = [h for h in scheme.roster.of_kind("holder") if h not in corrupt]
     a1, a2 = [], []
     for h in corrupt:
-        a1.append(_wire(scheme.holders[h].handle(_keep(requests[h], s1))[0]))
+        a1.append(_wire(scheme.holders[h].handle(keep_members(requests[h], s1))[0]))
         scheme.holders[h]._answered.clear()  # a corrupt holder ignores its own rule
-        a2.append(_wire(scheme.holders[h].handle(_keep(requests[h], s2))[0]))
+        a2.append(_wire(scheme.holders[h].handle(keep_members(requests[h], s2))[0]))
     for i, h in enumerate(honest):
         first, second = (s1, s2) if i < t - len(corrupt) else (s2, s1)
         (a1 if first is s1 else a2).append(
-            _wire(scheme.holders[h].handle(_keep(requests[h], first))[0])
+            _wire(scheme.holders[h].handle(keep_members(requests[h], first))[0])
         )
         with pytest.raises(ShareReuseError):  # an honest holder never answers the other set
-            scheme.holders[h].handle(_keep(requests[h], second))
+            scheme.holders[h].handle(keep_members(requests[h], second))
     if len(a1) < t or len(a2) < t:
         return None
     q = np.array(scheme.engine.data_primes, dtype=np.uint64)[:, None]
@@ -203,19 +197,7 @@ def test_server_choosing_a_cohort_below_min_clients_refused_by_clients_and_holde
         )
     with pytest.raises(InconsistentViewError, match="min_clients"):
         scheme.server_role(_wire(params))
-    request = ShareRequest(
-        session=params.session,
-        round=900,
-        sender="server",
-        recipient="holder/0",
-        round_params=encode(params),
-        accepted=(),
-        ct_digests=(),
-        ephemerals=(),
-        envelope_digests=(),
-        signatures=(),
-        envelopes=(),
-    )
+    request = empty_request(params, 900, "holder/0")
     with pytest.raises(InconsistentViewError, match="min_clients"):
         scheme.holders["holder/0"].handle(_wire(request))
     # the round was not spent: the holder still answers a legitimate round 900
@@ -248,19 +230,7 @@ def test_server_with_its_own_policy_refused_by_clients_and_holders(federation, p
             federation._keys["client/0"],
             rng=DeterministicRng.from_int(4),
         )
-    request = ShareRequest(
-        session=params.session,
-        round=901,
-        sender="server",
-        recipient="holder/1",
-        round_params=encode(params),
-        accepted=(),
-        ct_digests=(),
-        ephemerals=(),
-        envelope_digests=(),
-        signatures=(),
-        envelopes=(),
-    )
+    request = empty_request(params, 901, "holder/1")
     with pytest.raises(InconsistentViewError, match="federation's"):
         federation.holders["holder/1"].handle(_wire(request))
 
